@@ -1,0 +1,58 @@
+"""Trace-time validation shared by cells, scan and layers.
+
+Every message names the argument, what was expected and what arrived, so a user can fix the call
+without reading the source.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def floating_array(x, name: str) -> jax.Array:
+    """Return ``x`` as an array, raising ``TypeError`` unless its dtype is floating point."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float32, float64, bfloat16, float16); "
+            f"got dtype {x.dtype}. Cast it first, e.g. {name}.astype(jnp.float32)."
+        )
+    return x
+
+
+def rank(x: jax.Array, expected: int, name: str, layout: str) -> None:
+    """Raise ``ValueError`` unless ``x.ndim == expected``; ``layout`` spells the expected shape."""
+    if x.ndim != expected:
+        raise ValueError(
+            f"{name} must have rank {expected} with shape {layout}; got shape {tuple(x.shape)} "
+            f"(rank {x.ndim})."
+        )
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds known values at trace time (not a tracer under jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def lengths(lengths, batch_shape: tuple[int, ...], max_length: int, name: str = "lengths"):
+    """Validate per-example sequence lengths: integer dtype, shape ``batch_shape``, 0 <= l <= T.
+
+    The range is checked whenever the values are concrete; under ``jit`` they are traced and are
+    clipped to ``[0, max_length]`` by the scan instead.
+    """
+    arr = jnp.asarray(lengths)
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"{name} must have an integer dtype; got dtype {arr.dtype}.")
+    if tuple(arr.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(batch_shape)} (one length per sequence); "
+            f"got shape {tuple(arr.shape)}."
+        )
+    if is_concrete(lengths):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > max_length):
+            raise ValueError(
+                f"{name} must lie in [0, {max_length}] (the padded sequence length); "
+                f"got values in [{values.min()}, {values.max()}]."
+            )
+    return arr

@@ -1,0 +1,110 @@
+"""Run a cell over one sequence with ``jax.lax.scan``; BPTT is ``jax.grad`` through it."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rnnjax import _checks
+from rnnjax._cells import Cell
+
+
+def _check_cell(cell) -> Cell:
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"cell must be an rnnjax Cell (rnnjax.simple_rnn / lstm / gru); got {type(cell).__name__}."
+        )
+    return cell
+
+
+def _check_initial_state(cell: Cell, initial_state, dtype):
+    if initial_state is None:
+        return cell.initial_state((), dtype=dtype)
+    expected = (cell.hidden_size,)
+    for leaf in jax.tree_util.tree_leaves(initial_state):
+        if tuple(jnp.shape(leaf)) != expected:
+            raise ValueError(
+                f"initial_state leaves must have shape {expected} for one sequence (batch with "
+                f"jax.vmap or rnnjax.rnn); got {tuple(jnp.shape(leaf))}."
+            )
+    return initial_state
+
+
+def scan(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    *,
+    initial_state: Any = None,
+    length: jax.Array | int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> tuple[Any, jax.Array]:
+    """Run ``cell`` over one sequence ``xs [T, D]``; returns ``(final_state, ys [T, H])``.
+
+    The input projection ``xs W_x + b`` of all ``T`` steps is one matmul outside the loop; the
+    loop carries only the recurrent part. Batches come from ``jax.vmap`` (or ``rnnjax.rnn``).
+
+    Args:
+      cell: a :class:`Cell` from ``rnnjax.simple_rnn``, ``lstm`` or ``gru``.
+      params: the cell's params (``cell.init``).
+      xs: one sequence ``[T, input_size]``, floating point.
+      initial_state: the cell's state for one example (leaves ``[H]``); zeros when ``None``, in
+        the dtype ``xs`` and ``params.w_h`` promote to.
+      length: valid steps ``0 <= length <= T`` (an int scalar; per example under ``vmap``). Steps
+        at ``t >= length`` leave the state unchanged and output zeros, so ``final_state`` is the
+        state after the last valid step and ``length = 0`` returns ``initial_state``. No ``T x``
+        state history is stored. Under ``jit`` an out-of-range length acts as if clipped to
+        ``[0, T]``; concrete values are checked.
+      reverse: run from the last valid step to the first; ``ys[t]`` stays aligned with ``xs[t]``.
+        With ``length``, only the valid prefix is reversed (padding does not delay the start).
+      unroll: passed to ``lax.scan``.
+      remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
+        the gates, trading compute for memory.
+
+    Returns:
+      ``(final_state, ys)`` with ``ys [T, H]``.
+
+    Raises:
+      TypeError: ``cell`` is not a Cell, ``xs`` or ``length`` has the wrong dtype.
+      ValueError: ``xs`` is not ``[T, input_size]``, ``length`` is not a scalar in ``[0, T]``,
+        or ``initial_state`` does not have the cell's shape.
+
+    >>> cell = rnnjax.lstm(16)
+    >>> params = cell.init(jax.random.key(0), input_size=4)
+    >>> final_state, ys = rnnjax.scan(cell, params, jnp.ones((10, 4)), length=7)
+    """
+    _check_cell(cell)
+    xs = _checks.floating_array(xs, "xs")
+    _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
+    num_steps = xs.shape[0]
+    if length is not None:
+        length = _checks.lengths(length, (), num_steps, name="length")
+        steps = jnp.arange(num_steps)
+        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
+        xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
+    projected = cell.project_inputs(params, xs)
+    state = _check_initial_state(
+        cell, initial_state, jnp.promote_types(projected.dtype, params.w_h.dtype)
+    )
+    recur = jax.checkpoint(cell.recur) if remat else cell.recur
+
+    if length is None:
+
+        def body(carry, projected_t):
+            return recur(params, carry, projected_t)
+
+        return lax.scan(body, state, projected, reverse=reverse, unroll=unroll)
+
+    def masked_body(carry, inputs):
+        t, projected_t = inputs
+        valid = t < length
+        new_carry, y = recur(params, carry, projected_t)
+        new_carry = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(valid, new, old), new_carry, carry
+        )
+        return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
+
+    return lax.scan(masked_body, state, (steps, projected), reverse=reverse, unroll=unroll)
