@@ -140,6 +140,12 @@ def _make_cell(
         expected = {"w_h": (hidden, fused), "b": (fused,)}
         if params_type is GRUParams and config["reset_after"]:
             expected["b_hn"] = (hidden,)
+        elif params_type is GRUParams and params.b_hn is not None:
+            raise ValueError(
+                f"params.b_hn must be None for {label} with reset_after=False (the seed's form has "
+                f"no recurrent candidate bias); got shape {tuple(params.b_hn.shape)}. Use "
+                f"gru(..., reset_after=True) for these params."
+            )
         for field, shape in expected.items():
             actual = getattr(params, field)
             if actual is None or tuple(actual.shape) != shape:
