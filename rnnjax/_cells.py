@@ -3,9 +3,9 @@
 A cell is written for one example: ``x_t`` has shape ``(input_size,)`` (leading batch dimensions are
 accepted when the state carries the same ones). Gates are fused along the last axis of the kernels,
 ``w_x [D, G*H]``, ``w_h [H, G*H]``, ``b [G*H]``, so a step is two matmuls. Each cell splits its step
-into ``project_inputs`` (``x W_x + b``, independent of the state, which ``rnnjax.scan`` hoists out of
-the time loop as one ``[T, D] x [D, G*H]`` matmul) and ``recur`` (the state update from the projected
-input). ``step`` is their composition, so the gate math has one source.
+into ``project_inputs`` (``x W_x + b``, independent of the state, which ``rnnjax.scan`` hoists out
+of the time loop as one ``[T, D] x [D, G*H]`` matmul) and ``recur`` (the state update from the
+projected input). ``step`` is their composition, so the gate math has one source.
 """
 
 from collections.abc import Callable
@@ -18,7 +18,7 @@ from rnnjax import _checks
 from rnnjax import _initializers as inits
 
 LSTM_GATES = ("i", "f", "g", "o")
-"""Gate order along the fused LSTM axis: input, forget, candidate (cell), output (PyTorch/Keras/cuDNN)."""
+"""Fused LSTM gate order: input, forget, candidate (cell), output (PyTorch, Keras, cuDNN)."""
 
 GRU_GATES = ("r", "z", "n")
 """Gate order along the fused GRU axis: reset, update, candidate (PyTorch/cuDNN order)."""
@@ -192,7 +192,8 @@ def _make_cell(
             if tuple(jnp.shape(leaf)) != expected:
                 raise ValueError(
                     f"state.{field} must have shape {expected} (the input's batch shape "
-                    f"{tuple(projected.shape[:-1])} + (hidden_size,)); got {tuple(jnp.shape(leaf))}. "
+                    f"{tuple(projected.shape[:-1])} + (hidden_size,)); "
+                    f"got {tuple(jnp.shape(leaf))}. "
                     f"Build it with initial_state(batch_shape={tuple(projected.shape[:-1])})."
                 )
             _checks.floating_array(leaf, f"state.{field}")

@@ -42,9 +42,7 @@ def per_gate(
     return jnp.concatenate(blocks, axis=-1)
 
 
-def gate_bias(
-    hidden_size: int, gates: Sequence[str], values: dict[str, float], dtype
-) -> jax.Array:
-    """A fused ``[G*H]`` bias, zero except for the gates named in ``values`` (e.g. ``{"f": 1.0}``)."""
+def gate_bias(hidden_size: int, gates: Sequence[str], values: dict[str, float], dtype) -> jax.Array:
+    """A fused ``[G*H]`` bias, zero but for the gates named in ``values`` (``{"f": 1.0}``)."""
     blocks = [jnp.full((hidden_size,), values.get(gate, 0.0), dtype) for gate in gates]
     return jnp.concatenate(blocks)

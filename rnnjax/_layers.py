@@ -91,8 +91,11 @@ def _check_merge(merge):
 
 
 def _directions(cells: Sequence[Cell], merge, unroll, remat):
-    """Shared body of ``rnn`` and ``bidirectional``: ``run(params, x, lengths, state) ->
-    (ys, last, final_state)`` where ``last`` is the final hidden state of every direction, merged."""
+    """Shared body of ``rnn``, ``bidirectional`` and ``stack``.
+
+    Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse) ->
+    (ys, last, final_state)``; ``last`` merges the final hidden state of every direction.
+    """
     cells = tuple(_check_cell(cell) for cell in cells)
     bidirectional_ = len(cells) == 2
 
@@ -101,7 +104,9 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat):
         if not bidirectional_:
             return cells[0].init(key, input_size)
         key_f, key_b = jax.random.split(key)
-        return BidirectionalParams(cells[0].init(key_f, input_size), cells[1].init(key_b, input_size))
+        return BidirectionalParams(
+            cells[0].init(key_f, input_size), cells[1].init(key_b, input_size)
+        )
 
     def run(params, x, lengths, initial_state, reverse):
         if not bidirectional_:

@@ -13,7 +13,8 @@ from rnnjax._cells import Cell
 def _check_cell(cell) -> Cell:
     if not isinstance(cell, Cell):
         raise TypeError(
-            f"cell must be an rnnjax Cell (rnnjax.simple_rnn / lstm / gru); got {type(cell).__name__}."
+            f"cell must be an rnnjax Cell (rnnjax.simple_rnn / lstm / gru); "
+            f"got {type(cell).__name__}."
         )
     return cell
 
@@ -87,7 +88,7 @@ def scan(
         xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
     projected = cell.project_inputs(params, xs)
     state = _check_initial_state(
-        cell, initial_state, jnp.promote_types(projected.dtype, params.w_h.dtype)
+        cell, initial_state, jnp.result_type(projected, *jax.tree_util.tree_leaves(params))
     )
     recur = jax.checkpoint(cell.recur) if remat else cell.recur
 

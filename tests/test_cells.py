@@ -206,7 +206,9 @@ class TestBadInput:
 
     def test_params_of_another_hidden_size(self):
         other = rnnjax.lstm(8).init(jax.random.key(0), 3)
-        with pytest.raises(ValueError, match=r"expected params.w_h of shape \(4, 16\), got \(8, 32\)"):
+        with pytest.raises(
+            ValueError, match=r"expected params.w_h of shape \(4, 16\), got \(8, 32\)"
+        ):
             self.cell.step(other, self.state, jnp.ones(3))
 
     def test_state_batch_mismatch(self):
