@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,3 +238,29 @@ class TestBadInput:
             ValueError, match=r"initial_state leaves must have shape \(4,\).*\(2, 4\)"
         ):
             rnnjax.scan(self.cell, self.params, self.xs, initial_state=state)
+
+
+class ScanVariantsTest(chex.TestCase):
+    """The same scan under chex's with/without-jit variants gives the same numbers."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_scan_with_and_without_jit(self):
+        cell, params, xs = _setup("lstm")
+        scan = self.variant(lambda p, x, n: rnnjax.scan(cell, p, x, length=n))
+        state, ys = scan(params, xs, jnp.int32(5))
+        loop_state, loop_ys = _loop(cell, params, xs[:5])
+        assert_close(ys[:5], loop_ys)
+        assert_close(state.c, loop_state.c)
+
+
+def test_bfloat16_scan_smoke():
+    cell, params, xs = _setup("gru", steps=20)
+    fast = rnnjax.gru(4, dtype=jnp.bfloat16)
+    state, ys = rnnjax.scan(fast, params, xs)
+    _, exact = rnnjax.scan(cell, params, xs)
+    assert ys.dtype == jnp.float32 and state.h.dtype == jnp.float32
+    np.testing.assert_allclose(ys, exact, atol=5e-2)
+    bf16_params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    state, ys = rnnjax.scan(cell, bf16_params, xs.astype(jnp.bfloat16))
+    assert ys.dtype == jnp.bfloat16
+    np.testing.assert_allclose(ys.astype(jnp.float32), exact, atol=1e-1)
