@@ -336,6 +336,8 @@ def parallel_scan(
     prev = unravel_all(_shift(states, s0))
     _, ys = jax.vmap(cell.recur, in_axes=(None, 0, 0))(params, prev, projected)
     final_state = unravel(states[-1])
+    if on_failure == "raise":
+        ys = jnp.where(info.converged, ys, jnp.full_like(ys, jnp.nan))
     if reverse:
         ys = ys[::-1]
     if on_failure == "raise":

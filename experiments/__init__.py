@@ -1,0 +1,24 @@
+"""Runnable experiments on rnnjax: ``python -m experiments.<name> [--quick | --full] [--out DIR]``.
+
+Each experiment writes ``results.json`` (numbers, configuration and a machine/version stamp),
+PNG figures and ``summary.md`` under ``experiments/results/<name>/`` (or ``--out``). The default
+size finishes in about a minute on 2 CPU cores; ``--quick`` is a smoke-test size and ``--full``
+the paper-scale version. Shared command-line and output helpers live in ``experiments._common``.
+
+Experiments on vanishing and exploding gradients:
+
+* ``gradient_decay``: ``||d s_T / d s_k||`` against the lag for RNN (spectral radius sweep), LSTM
+  and GRU, with fitted per-step decay rates and Pascanu et al.'s bound.
+* ``jacobian_heatmap``: ``||d s_t / d s_k||`` for every pair ``k <= t``.
+* ``bptt_contributions``: the per-step terms of ``dJ_T / dW_hh`` and which steps the gradient hears.
+* ``exploding_and_clipping``: Pascanu et al.'s one-unit cliff and gradient-norm clipping.
+* ``long_dependencies``: the adding and copy-memory tasks for RNN, LSTM and GRU.
+* ``architecture_tradeoffs``: parameters, time per step and BPTT memory against self-attention.
+"""
+
+import os
+
+# The experiments call NumPy's LAPACK on many small matrices; on a shared machine OpenBLAS's
+# thread pool oversubscribes the cores (a 75 s SVD batch instead of 2 s). Users can override.
+for _variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")

@@ -1,0 +1,38 @@
+"""Move weights between rnnjax and PyTorch, Keras 3, Flax and the seed's Java engine.
+
+Converters return ``(model, params)`` where ``model`` is an rnnjax :class:`~rnnjax.Layer` (a
+:class:`ConvertedLayer` that remembers the source's options in ``model.spec``) and ``params``
+its parameter pytree. GRU conventions: PyTorch, Keras and Flax update
+``h_t = z h_{t-1} + (1 - z) n``, rnnjax (the seed) ``h_t = (1 - z) h_{t-1} + z n``; every converter
+negates the update gate's weights and bias, which maps one onto the other exactly.
+
+PyTorch and Keras are imported only when their converters are called.
+"""
+
+from rnnjax.interop._common import ConvertedLayer as ConvertedLayer
+from rnnjax.interop._keras import KerasSpec as KerasSpec
+from rnnjax.interop._keras import from_keras as from_keras
+from rnnjax.interop._keras import to_keras as to_keras
+from rnnjax.interop._seed import from_seed_lstm as from_seed_lstm
+from rnnjax.interop._seed import from_seed_rnn as from_seed_rnn
+from rnnjax.interop._seed import to_seed_lstm as to_seed_lstm
+from rnnjax.interop._seed import to_seed_rnn as to_seed_rnn
+from rnnjax.interop._torch import TorchSpec as TorchSpec
+from rnnjax.interop._torch import from_torch as from_torch
+from rnnjax.interop._torch import to_torch as to_torch
+from rnnjax.interop._torch import torch_layout as torch_layout
+
+__all__ = [
+    "ConvertedLayer",
+    "KerasSpec",
+    "TorchSpec",
+    "from_keras",
+    "from_seed_lstm",
+    "from_seed_rnn",
+    "from_torch",
+    "to_keras",
+    "to_seed_lstm",
+    "to_seed_rnn",
+    "to_torch",
+    "torch_layout",
+]

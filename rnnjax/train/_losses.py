@@ -1,0 +1,189 @@
+"""Losses and metrics that ignore padding: masked by ``mask`` or by per-sequence ``lengths``.
+
+Every function computes a per-element value, zeroes the padded elements (padded inputs are
+replaced before the math, so NaN or garbage in padding reaches neither the loss nor its
+gradient) and reduces. The default ``"mean"`` divides by the number of valid elements, so a padded
+batch gives the loss of the same tokens without padding: the average over real tokens, not over
+the ``B * T`` grid.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def sequence_mask(lengths: jax.Array, max_length: int) -> jax.Array:
+    """``mask [B, T]``, true at ``t < lengths[b]``.
+
+    >>> rnnjax.train.sequence_mask(jnp.array([2, 0]), 3)   # [[T, T, F], [F, F, F]]
+    """
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer) or lengths.ndim != 1:
+        raise ValueError(
+            f"lengths must be a rank-1 integer array [batch]; got shape {lengths.shape} "
+            f"and dtype {lengths.dtype}."
+        )
+    return jnp.arange(max_length)[None, :] < lengths[:, None]
+
+
+def _weights(shape: tuple[int, ...], mask, lengths) -> jax.Array | None:
+    """The validity mask broadcast to ``shape`` (the per-element loss), or ``None``."""
+    if mask is not None and lengths is not None:
+        raise ValueError("Pass mask or lengths, not both.")
+    if lengths is not None:
+        if len(shape) < 2:
+            raise ValueError(
+                f"lengths needs per-step values of shape (batch, T, ...); got shape {shape}."
+            )
+        mask = sequence_mask(lengths, shape[1])
+        if mask.shape[0] != shape[0]:
+            raise ValueError(
+                f"lengths must have shape ({shape[0]},) (one per sequence); got {mask.shape[:1]}."
+            )
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if mask.shape != shape[: mask.ndim]:
+        raise ValueError(
+            f"mask must have shape {shape} or a prefix of it; got shape {tuple(mask.shape)}."
+        )
+    mask = mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
+    return jnp.broadcast_to(mask.astype(bool), shape)
+
+
+def _reduce(values: jax.Array, valid: jax.Array | None, reduction: str) -> jax.Array:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+    if valid is not None:
+        values = jnp.where(valid, values, jnp.zeros_like(values))
+    if reduction == "none":
+        return values
+    total = jnp.sum(values)
+    if reduction == "sum":
+        return total
+    count = values.size if valid is None else jnp.sum(valid)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.zeros_like(total))
+
+
+def _clean(x: jax.Array, valid: jax.Array | None, fill) -> jax.Array:
+    """Replace padded entries before the math, so their NaN/inf cannot reach gradients."""
+    if valid is None:
+        return x
+    valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
+    return jnp.where(valid, x, jnp.full_like(x, fill))
+
+
+def _same_shape(predictions, targets, names=("predictions", "targets")) -> None:
+    if jnp.shape(predictions) != jnp.shape(targets):
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape; got {jnp.shape(predictions)} "
+            f"and {jnp.shape(targets)} (e.g. a Dense(1) output [B, 1] needs targets [B, 1])."
+        )
+
+
+def _labels_for(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class ids; got dtype {labels.dtype}.")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape {logits.shape[:-1]} (logits {logits.shape} without the class "
+            f"axis); got {labels.shape}."
+        )
+    return labels
+
+
+def softmax_cross_entropy(
+    logits: jax.Array, labels: jax.Array, *, mask=None, lengths=None, reduction: str = "mean"
+) -> jax.Array:
+    """Cross-entropy of integer ``labels [...]`` under ``softmax(logits [..., C])``.
+
+    Args:
+      logits: unnormalised scores ``[..., C]``, e.g. ``[B, T, C]`` for a sequence model.
+      labels: integer class ids ``logits.shape[:-1]``.
+      mask: boolean validity of each label (shape ``labels.shape`` or a prefix of it).
+      lengths: ``[B]`` valid steps per sequence (labels ``[B, T, ...]``); excludes ``mask``.
+      reduction: ``"mean"`` over valid labels, ``"sum"``, or ``"none"`` (zeros at padding).
+
+    >>> loss = rnnjax.train.softmax_cross_entropy(logits, tokens, lengths=lengths)
+    """
+    labels = _labels_for(logits, labels)
+    valid = _weights(labels.shape, mask, lengths)
+    logits = _clean(logits, valid, 0.0)
+    labels = _clean(labels, valid, 0)
+    values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _reduce(values, valid, reduction)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: jax.Array, targets: jax.Array, *, mask=None, lengths=None, reduction: str = "mean"
+) -> jax.Array:
+    """Binary cross-entropy of ``targets`` in [0, 1] under ``sigmoid(logits)`` (stable form).
+
+    ``mask``/``lengths``/``reduction`` as in :func:`softmax_cross_entropy`; shapes must match.
+    """
+    _same_shape(logits, targets, ("logits", "targets"))
+    valid = _weights(jnp.shape(logits), mask, lengths)
+    values = optax.sigmoid_binary_cross_entropy(
+        _clean(logits, valid, 0.0), _clean(targets, valid, 0.0)
+    )
+    return _reduce(values, valid, reduction)
+
+
+def binary_cross_entropy(
+    probabilities: jax.Array,
+    targets: jax.Array,
+    *,
+    mask=None,
+    lengths=None,
+    reduction: str = "mean",
+    epsilon: float = 1e-7,
+) -> jax.Array:
+    """Binary cross-entropy of ``targets`` under predicted ``probabilities`` (a sigmoid output).
+
+    For models ending in ``dense(1, jax.nn.sigmoid)`` as the seed's; probabilities are clipped to
+    ``[epsilon, 1 - epsilon]`` (as Keras does). Prefer :func:`sigmoid_binary_cross_entropy` on
+    logits when the model can output them.
+    """
+    _same_shape(probabilities, targets, ("probabilities", "targets"))
+    valid = _weights(jnp.shape(probabilities), mask, lengths)
+    p = jnp.clip(_clean(probabilities, valid, 0.5), epsilon, 1.0 - epsilon)
+    y = _clean(targets, valid, 0.0)
+    values = -(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
+    return _reduce(values, valid, reduction)
+
+
+def mean_squared_error(
+    predictions: jax.Array, targets: jax.Array, *, mask=None, lengths=None, reduction: str = "mean"
+) -> jax.Array:
+    """Squared error ``(predictions - targets)^2``, reduced over valid elements.
+
+    A mask of shape ``[B, T]`` covers all features of ``[B, T, F]`` values.
+    """
+    _same_shape(predictions, targets)
+    valid = _weights(jnp.shape(predictions), mask, lengths)
+    error = _clean(predictions, valid, 0.0) - _clean(targets, valid, 0.0)
+    return _reduce(jnp.square(error), valid, reduction)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array, *, mask=None, lengths=None) -> jax.Array:
+    """Fraction of valid positions where ``argmax(logits) == labels``."""
+    labels = _labels_for(logits, labels)
+    valid = _weights(labels.shape, mask, lengths)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return _reduce(correct, valid, "mean")
+
+
+def binary_accuracy(
+    predictions: jax.Array, targets: jax.Array, *, threshold: float = 0.5, mask=None, lengths=None
+) -> jax.Array:
+    """Fraction of valid positions where ``predictions > threshold`` matches ``targets > 0.5``.
+
+    Use ``threshold=0.5`` for probabilities and ``threshold=0.0`` for logits.
+    """
+    _same_shape(predictions, targets)
+    valid = _weights(jnp.shape(predictions), mask, lengths)
+    correct = ((predictions > threshold) == (targets > 0.5)).astype(jnp.float32)
+    return _reduce(correct, valid, "mean")

@@ -1,0 +1,214 @@
+"""rnnjax.distributed: the sharded step equals the single-device step, on 1 and 8 devices.
+
+Tests named ``test_multidevice_*`` need 8 devices. ``XLA_FLAGS`` must be set before JAX starts its
+backend, so ``test_eight_simulated_devices_in_subprocess`` reruns them in a fresh ``pytest`` with
+``--xla_force_host_platform_device_count=8`` (they run directly when the suite already has 8).
+"""
+
+import functools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import rnnjax
+from rnnjax import distributed
+from tests.tolerances import assert_close
+
+EIGHT = jax.device_count() >= 8
+multidevice = pytest.mark.skipif(
+    not EIGHT, reason="needs 8 devices; test_eight_simulated_devices_in_subprocess runs it"
+)
+
+MODEL = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(8)), rnnjax.dense(1))
+OPTIMIZER = optax.adam(1e-2)
+
+
+def train_step(params, opt_state, batch, example_mask=None):
+    """Mean squared error of an LSTM(8) + Dense(1) regressor; weighted by the mask when given."""
+
+    def loss_fn(p):
+        errors = (MODEL.apply(p, batch["x"])[:, 0] - batch["y"]) ** 2
+        if example_mask is None:
+            return jnp.mean(errors)
+        weights = example_mask.astype(errors.dtype)
+        return jnp.sum(weights * errors) / jnp.sum(weights)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, {"loss": loss}
+
+
+def make_batch(size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return {
+        "x": rng.normal(size=(size, 5, 2)).astype(np.float32),
+        "y": rng.normal(size=(size,)).astype(np.float32),
+    }
+
+
+@functools.cache
+def initial_params():
+    """Host (NumPy) copies, so a donating step never deletes the cached buffers."""
+    return jax.tree.map(np.asarray, MODEL.init(jax.random.key(0), (5, 2)))
+
+
+def run_steps(step, batch, steps: int = 2):
+    params = initial_params()
+    opt_state = OPTIMIZER.init(params)
+    for _ in range(steps):
+        params, opt_state, metrics = step(params, opt_state, batch)
+    return params, opt_state, metrics
+
+
+@functools.cache
+def expected_training(size: int):
+    """The unsharded reference: two steps of the plain jitted ``train_step``."""
+    return run_steps(jax.jit(train_step), make_batch(size))
+
+
+def assert_same_training(sharded, size: int):
+    """Params, optimizer state and loss of ``sharded`` match the plain jitted step."""
+    expected = expected_training(size)
+    actual = run_steps(sharded, make_batch(size))
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert_close(a, e, dtype=np.float32, scale=10)
+    return actual
+
+
+def test_make_mesh_uses_every_device_on_the_data_axis():
+    mesh = distributed.make_mesh()
+    assert mesh.axis_names == ("data", "model")
+    assert dict(mesh.shape) == {"data": jax.device_count(), "model": 1}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"model": 0}, "model must be a positive int; got 0"),
+        ({"data": 2.0}, "data must be a positive int; got 2.0"),
+        ({"data": 10**6}, r"needs 1000000 devices; got \d+ devices"),
+    ],
+)
+def test_make_mesh_rejects_bad_sizes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        distributed.make_mesh(**kwargs)
+
+
+def test_param_shardings_split_the_last_axis_or_replicate():
+    mesh = distributed.make_mesh()
+    params = initial_params()
+    specs = [s.spec for s in jax.tree.leaves(distributed.param_shardings(params, mesh, "model"))]
+    assert specs == [P(None, "model"), P(None, "model"), P("model"), P(None, "model"), P("model")]
+    replicated = distributed.param_shardings(params, mesh)
+    assert all(s.spec == P() for s in jax.tree.leaves(replicated))
+    with pytest.raises(ValueError, match=r"model_axis must be one of the mesh axes .*got 'rows'"):
+        distributed.param_shardings(params, mesh, "rows")
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        distributed.param_shardings(params, "mesh")
+
+
+def test_pad_batch_repeats_the_first_example_and_masks_it():
+    batch = {"x": np.arange(6.0).reshape(3, 2), "y": jnp.arange(3.0)}
+    padded, mask = distributed.pad_batch(batch, 4)
+    np.testing.assert_array_equal(padded["x"], [[0, 1], [2, 3], [4, 5], [0, 1]])
+    np.testing.assert_array_equal(padded["y"], [0, 1, 2, 0])
+    np.testing.assert_array_equal(mask, [True, True, True, False])
+    same, mask = distributed.pad_batch(batch, 3)
+    assert same is batch and bool(mask.all())
+
+
+@pytest.mark.parametrize(
+    "batch, multiple, match",
+    [
+        ({"x": np.ones((3, 2)), "y": np.ones(4)}, 2, r"share their leading .*\['x'\]\": 3"),
+        ({"x": np.ones((0, 2))}, 2, "batch is empty"),
+        ({"x": np.float32(1.0)}, 2, r"batch\['x'\] is a scalar"),
+        ({}, 2, "at least one array"),
+        ({"x": np.ones((3, 2))}, 0, "multiple must be a positive int; got 0"),
+    ],
+)
+def test_pad_batch_rejects_bad_batches(batch, multiple, match):
+    with pytest.raises(ValueError, match=match):
+        distributed.pad_batch(batch, multiple)
+
+
+def test_shard_batch_places_the_batch_axis_on_data():
+    mesh = distributed.make_mesh()
+    placed = distributed.shard_batch(make_batch(8), mesh)
+    assert placed["x"].sharding.spec == P("data")
+    with pytest.raises(ValueError, match="data_axis must be one of the mesh axes"):
+        distributed.shard_batch(make_batch(8), mesh, data_axis="batch")
+
+
+def test_data_parallel_rejects_bad_arguments():
+    mesh = distributed.make_mesh()
+    with pytest.raises(
+        ValueError, match=r"remainder must be one of \('error', 'pad'\); got 'drop'"
+    ):
+        distributed.data_parallel(train_step, mesh, remainder="drop")
+    with pytest.raises(ValueError, match="data_axis must name a mesh axis other than model_axis"):
+        distributed.data_parallel(train_step, mesh, data_axis="model", model_axis="model")
+
+
+@pytest.mark.parametrize("remainder", ["error", "pad"])
+def test_data_parallel_matches_the_plain_step_on_this_process(remainder):
+    step = distributed.data_parallel(train_step, distributed.make_mesh(), remainder=remainder)
+    assert_same_training(step, 8)
+
+
+@multidevice
+def test_multidevice_batch_that_divides_eight():
+    step = distributed.data_parallel(train_step, distributed.make_mesh(), donate=True)
+    params, _, metrics = assert_same_training(step, 16)
+    assert params[0].w_h.sharding.is_fully_replicated
+    assert metrics["loss"].sharding.is_fully_replicated
+
+
+@multidevice
+def test_multidevice_batch_that_does_not_divide_is_padded_and_masked():
+    step = distributed.data_parallel(train_step, distributed.make_mesh(), remainder="pad")
+    assert_same_training(step, 10)
+
+
+@multidevice
+def test_multidevice_batch_that_does_not_divide_is_an_error_by_default():
+    step = distributed.data_parallel(train_step, distributed.make_mesh())
+    params = initial_params()
+    with pytest.raises(ValueError, match=r"batch size 10 must be divisible by the 8 devices"):
+        step(params, OPTIMIZER.init(params), make_batch(10))
+
+
+@multidevice
+def test_multidevice_model_axis_splits_kernels_and_matches():
+    mesh = distributed.make_mesh(model=2)
+    assert dict(mesh.shape) == {"data": 4, "model": 2}
+    step = distributed.data_parallel(train_step, mesh, model_axis="model")
+    params, opt_state, _ = assert_same_training(step, 8)
+    assert params[0].w_h.sharding.spec == P(None, "model")
+    assert opt_state[0].mu[0].w_h.sharding.spec == P(None, "model")
+    assert params[1].w.sharding.is_fully_replicated  # Dense(1): last axis 1 does not split
+
+
+def test_eight_simulated_devices_in_subprocess():
+    if EIGHT:
+        pytest.skip("this process has 8 devices: the multidevice tests ran here")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-k", "multidevice"]
+    command += ["-p", "no:cacheprovider", "-p", "no:randomly"]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    report = result.stdout[-4000:] + result.stderr[-2000:]
+    assert result.returncode == 0, report
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed and int(passed.group(1)) == 4 and "skipped" not in result.stdout, report

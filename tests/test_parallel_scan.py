@@ -1,0 +1,219 @@
+"""``rnnjax.parallel_scan`` (DEER, quasi-DEER) against the sequential ``rnnjax.scan``.
+
+Every comparison is jitted once per configuration and reused across seeds: XLA compiles an
+associative scan slowly on CPU, and the suite runs on two cores.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+from rnnjax._parallel_scan import ConvergenceError, ParallelScanInfo, parallel_scan
+from tests.tolerances import assert_close
+
+HIDDEN, INPUT, STEPS = 5, 3, 40
+
+CELLS = {
+    "simple_rnn": lambda dtype: rnnjax.simple_rnn(HIDDEN, param_dtype=dtype),
+    "lstm": lambda dtype: rnnjax.lstm(HIDDEN, param_dtype=dtype),
+    "gru": lambda dtype: rnnjax.gru(HIDDEN, param_dtype=dtype),
+    "gru_reset_after": lambda dtype: rnnjax.gru(HIDDEN, reset_after=True, param_dtype=dtype),
+}
+
+
+def _chaotic_cell(gain: float = 2.5, hidden: int = 8):
+    """A tanh RNN with ``w_h ~ N(0, gain^2 / H)``: chaotic for gain > 1 (Sompolinsky et al. 1988)."""
+    init = jax.nn.initializers.normal(gain / np.sqrt(hidden))
+    return rnnjax.simple_rnn(hidden, recurrent_init=init)
+
+
+def _loss(outputs):
+    final_state, ys = outputs[:2]
+    leaves = jax.tree_util.tree_leaves(final_state)
+    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in leaves)
+
+
+def _value_and_grad(run):
+    """Jitted ``(params, xs, initial_state) -> ((loss, outputs), grads)`` of a runner."""
+
+    def loss(params, xs, initial_state):
+        outputs = run(params, xs, initial_state)
+        return _loss(outputs), outputs
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+def _inputs(cell, seed, dtype, steps=STEPS):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = cell.init(keys[0], INPUT)
+    xs = jax.random.normal(keys[1], (steps, INPUT), dtype)
+    state = cell.initial_state((), dtype)
+    leaves = jax.random.normal(keys[2], (len(state), HIDDEN), dtype)
+    return params, xs, type(state)(*(0.5 * leaf for leaf in leaves))
+
+
+def _assert_trees_close(actual, expected, scale):
+    assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
+    for a, e in zip(
+        jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected), strict=True
+    ):
+        assert_close(a, e, scale=scale)
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [(name, "deer") for name in CELLS] + [("lstm", "quasi_deer"), ("gru", "quasi_deer")],
+)
+def test_outputs_and_gradients_match_sequential_scan(name, method, x64):
+    cell = CELLS[name](jnp.float64)
+    sequential = _value_and_grad(lambda p, x, s: rnnjax.scan(cell, p, x, initial_state=s))
+    parallel = _value_and_grad(
+        lambda p, x, s: parallel_scan(cell, p, x, initial_state=s, method=method)
+    )
+    for seed in range(3):
+        args = _inputs(cell, seed, jnp.float64)
+        (loss, (final, ys)), grads = sequential(*args)
+        (p_loss, (p_final, p_ys, info)), p_grads = parallel(*args)
+        assert bool(info.converged) and not bool(info.fell_back)
+        assert 0 < int(info.iterations) <= (10 if method == "deer" else 100)
+        # Default tol 1e-10 on the residual; these cells contract, so errors stay near it.
+        _assert_trees_close((p_final, p_ys, p_loss), (final, ys, loss), scale=1e3)
+        _assert_trees_close(p_grads, grads, scale=1e3)
+
+
+def test_float32_default_tolerance_matches_sequential_scan():
+    cell = rnnjax.lstm(16)
+    params, xs, state = _inputs(cell, 0, jnp.float32, steps=200)
+    final, ys = rnnjax.scan(cell, params, xs, initial_state=state)
+    p_final, p_ys, info = jax.jit(functools.partial(parallel_scan, cell))(
+        params, xs, initial_state=state
+    )
+    assert bool(info.converged) and float(info.residual) <= 1e-5
+    _assert_trees_close((p_final, p_ys), (final, ys), scale=10)
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+def test_check_grads(method, x64):
+    cell = rnnjax.gru(3, param_dtype=jnp.float64)
+    params, xs, _ = _inputs(cell, 1, jnp.float64, steps=12)
+
+    @jax.jit
+    def run(params, xs):
+        final, ys, _ = parallel_scan(cell, params, xs, method=method, tol=1e-13)
+        return jnp.sum(jnp.cos(ys)) + jnp.sum(final.h)
+
+    check_grads(run, (params, xs), order=1, modes=["rev"])
+
+
+def test_reverse_initial_guess_and_vmap():
+    cell = rnnjax.gru(HIDDEN)
+    params, _, _ = _inputs(cell, 2, jnp.float32)
+    xs = jax.random.normal(jax.random.key(3), (2, STEPS, INPUT))
+    final, ys = jax.vmap(lambda x: rnnjax.scan(cell, params, x, reverse=True))(xs)
+    # Per example: no guess, and the exact trajectory as guess (zero iterations needed).
+    guess = rnnjax.RNNState(ys * jnp.array([0.0, 1.0])[:, None, None])
+
+    @jax.jit
+    @jax.vmap
+    def run(x, guess):
+        return parallel_scan(cell, params, x, reverse=True, initial_guess=guess)
+
+    p_final, p_ys, info = run(xs, guess)
+    _assert_trees_close((p_final, p_ys), (final, ys), scale=10)
+    assert info.iterations.shape == (2,) and int(info.iterations[1]) == 0
+    assert int(info.iterations[0]) > 0 and bool(jnp.all(info.converged))
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+def test_chaotic_cell_is_detected_and_falls_back(method):
+    cell = _chaotic_cell()
+    params, _, _ = _inputs(cell, 0, jnp.float32)
+    xs = jax.random.normal(jax.random.key(4), (300, INPUT))
+    final, ys = rnnjax.scan(cell, params, xs)
+    run = jax.jit(functools.partial(parallel_scan, cell, method=method))
+    p_final, p_ys, info = run(params, xs)
+    assert not bool(info.converged) and bool(info.fell_back)
+    assert not float(info.residual) <= 1e-5
+    _assert_trees_close((p_final, p_ys), (final, ys), scale=1.0)
+
+
+def test_chaotic_cell_raises_or_returns_nan():
+    cell = _chaotic_cell()
+    params, xs, _ = _inputs(cell, 0, jnp.float32, steps=300)
+    with pytest.raises(ConvergenceError, match=r"did not converge to tol 1e-05 in \d+ iterations"):
+        parallel_scan(cell, params, xs, on_failure="raise")
+    final, ys, info = jax.jit(functools.partial(parallel_scan, cell, on_failure="raise"))(
+        params, xs
+    )
+    assert not bool(info.converged) and not bool(info.fell_back)
+    assert bool(jnp.all(jnp.isnan(ys))) and bool(jnp.all(jnp.isnan(final.h)))
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+def test_gradients_after_fallback_match_sequential_scan(method, x64):
+    cell = _chaotic_cell(hidden=HIDDEN)
+    args = _inputs(cell, 5, jnp.float64, steps=30)
+    (_, (_, ys)), grads = _value_and_grad(lambda p, x, s: rnnjax.scan(cell, p, x, initial_state=s))(
+        *args
+    )
+    run = _value_and_grad(
+        lambda p, x, s: parallel_scan(cell, p, x, initial_state=s, method=method, max_iter=2)
+    )
+    (_, (_, p_ys, info)), p_grads = run(*args)
+    assert bool(info.fell_back)
+    _assert_trees_close(p_ys, ys, scale=1.0)
+    _assert_trees_close(p_grads, grads, scale=1e3)
+
+
+def test_info_fields():
+    assert ParallelScanInfo._fields == ("iterations", "converged", "residual", "fell_back")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"method": "newton"}, ValueError, r"method must be one of \('deer', 'quasi_deer'\)"),
+        ({"max_iter": 0}, ValueError, "max_iter must be a positive int; got 0"),
+        ({"tol": -1.0}, ValueError, "tol must be a positive float or None"),
+        ({"on_failure": "ignore"}, ValueError, "on_failure must be 'fallback' or 'raise'"),
+        (
+            {"xs": jnp.ones((2, 4, INPUT))},
+            ValueError,
+            r"xs must have rank 2 .* got shape \(2, 4, 3\)",
+        ),
+        ({"xs": jnp.ones((4, INPUT), jnp.int32)}, TypeError, "xs must have a floating-point dtype"),
+        ({"xs": jnp.ones((0, INPUT))}, ValueError, r"xs must have at least one step"),
+        ({"xs": jnp.ones((4, 7))}, ValueError, r"x must have shape \(..., input_size=3\)"),
+        (
+            {"initial_guess": rnnjax.RNNState(jnp.zeros((3, HIDDEN)))},
+            ValueError,
+            r"initial_guess leaves must have shape \(4, 5\) .* got \(3, 5\)",
+        ),
+        (
+            {"initial_guess": jnp.zeros((4, HIDDEN))},
+            ValueError,
+            "initial_guess must have the state's",
+        ),
+        (
+            {"initial_state": rnnjax.RNNState(jnp.zeros((2, HIDDEN)))},
+            ValueError,
+            r"initial_state leaves must have shape \(5,\)",
+        ),
+    ],
+)
+def test_bad_input_errors(kwargs, error, match):
+    cell = rnnjax.gru(HIDDEN)
+    params = cell.init(jax.random.key(0), INPUT)
+    kwargs = {"xs": jnp.ones((4, INPUT)), **kwargs}
+    with pytest.raises(error, match=match):
+        parallel_scan(cell, params, **kwargs)
+
+
+def test_rejects_non_cell():
+    with pytest.raises(TypeError, match="cell must be an rnnjax Cell"):
+        parallel_scan(lambda s, x: s, None, jnp.ones((4, INPUT)))
