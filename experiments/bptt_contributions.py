@@ -113,7 +113,9 @@ def plot(results: dict, num_steps: int):
     fig, ax = plt.subplots(figsize=(7, 4.4))
     k = np.arange(1, num_steps + 1)
     for name, r in results.items():
-        ax.plot(k, r["mean_term_norm"], label=f"{name} (90% from last {r['horizon_90']} steps)")
+        # Term 1 of dJ/dW_hh is exactly zero (h_0 = 0): leave it off the log axis.
+        shown = np.where(r["mean_term_norm"] > 0, r["mean_term_norm"], np.nan)
+        ax.plot(k, shown, label=f"{name} (90% from last {r['horizon_90']} steps)")
     ax.set_yscale("log")
     ax.set_xlabel("step k")
     ax.set_ylabel("||dJ_T/dh_T . dh_T/dh_k . d+h_k/dW_hh||_F")

@@ -15,7 +15,7 @@ Two length distributions: ``uniform`` on ``[1, max_length]`` and ``long_tail`` (
 sequences short, a few long, as in text or logs). Reported per cell (vanilla RNN, LSTM) and
 distribution: sequences per second on the first request (compilations included: ``cold``), over
 the whole stream (``stream``), and on the last request run again once everything is compiled
-(``warm``, best of three); the compilations after the first request and after the stream; and
+(``warm``, best of five); the compilations after the first request and after the stream; and
 the largest difference from the engine's final states (``max_abs_difference``).
 
     python -m experiments.inference_engine [--quick | --full] [--out DIR]
@@ -131,7 +131,7 @@ def measure(run, compilations, stream) -> tuple[dict, np.ndarray]:
         seconds.append(time.perf_counter() - start)
         counts.append(compilations())
     warm = float("inf")
-    for _ in range(3):  # best of three: the least disturbed by other load
+    for _ in range(5):  # best of five: the least disturbed by other load
         start = time.perf_counter()
         run(stream[-1])
         warm = min(warm, time.perf_counter() - start)

@@ -75,7 +75,8 @@ def measure(config: dict) -> dict:
 
 def plot(results: dict):
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.0))
-    for ax, (_, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
+    axes = np.atleast_1d(axes)
+    for ax, (_, r) in zip(axes, results.items(), strict=True):
         with np.errstate(divide="ignore"):
             image = np.log10(r["norms"])
         shown = ax.imshow(
@@ -83,7 +84,7 @@ def plot(results: dict):
         )
         ax.set_title(f"{r['title']}\nrate {r['rate_per_step']:+.3f} / step", fontsize=9)
         ax.set_xlabel("source step k")
-        ax.set_ylabel("target step t")
+    axes[0].set_ylabel("target step t")
     fig.colorbar(shown, ax=axes, shrink=0.8, label="log10 ||d s_t / d s_k||_2")
     return fig
 

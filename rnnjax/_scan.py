@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax import _checks
+from rnnjax import _checks, _fused
 from rnnjax._cells import Cell
 
 
@@ -90,6 +90,9 @@ def scan(
     state = _check_initial_state(
         cell, initial_state, jnp.result_type(projected, *jax.tree_util.tree_leaves(params))
     )
+    if not remat and _fused.fast_kind(cell) is not None:
+        valid = None if length is None else steps < length
+        return _fused.scan(cell, params, projected, state, valid, reverse=reverse, unroll=unroll)
     recur = jax.checkpoint(cell.recur) if remat else cell.recur
 
     if length is None:

@@ -9,15 +9,16 @@ all-reduce that XLA inserts. The sharded step therefore computes what the unshar
 up to the order of floating-point sums.
 
 Multi-host: call ``jax.distributed.initialize()`` first in every process, build the mesh over
-``jax.devices()`` (all hosts' devices) and pass each process its own slice of the global batch; the
-global batch is the concatenation of the slices in process order.
+``jax.devices()`` (all hosts' devices) and pass each process its own slice of the global batch
+(each slice lands on that process's devices; a mean loss does not depend on their order). Params
+must start equal on every process (same seed).
 
 >>> mesh = rnnjax.distributed.make_mesh()                  # all devices on the "data" axis
 >>> step = rnnjax.distributed.data_parallel(train_step, mesh)
 >>> params, opt_state, metrics = step(params, opt_state, batch)
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -215,42 +216,47 @@ def shard_batch(batch: Any, mesh: Mesh, data_axis: str = DATA_AXIS) -> Any:
 
 
 def data_parallel(
-    step_fn: Callable[..., tuple[Any, Any, Any]],
+    step_fn: Callable[..., Any],
     mesh: Mesh,
     *,
+    batch_argnums: int | Sequence[int] = 2,
     data_axis: str = DATA_AXIS,
     model_axis: str | None = None,
     remainder: str = "error",
     donate: bool = False,
-) -> Callable[[Any, Any, Any], tuple[Any, Any, Any]]:
+) -> Callable[..., Any]:
     """Jit a train step with its batch split over ``data_axis`` and its params replicated.
 
     ``step_fn(params, opt_state, batch) -> (params, opt_state, metrics)`` is written for the whole
     batch; averaging gradients over devices is the all-reduce XLA emits for a mean loss, so the
-    result equals the single-device step to float tolerance. Params and optimizer state are
-    replicated, or split over ``model_axis`` (see :func:`param_shardings`) for large ``H``;
-    metrics come back replicated.
+    result equals the single-device step to float tolerance. Every argument other than the batch
+    (params, optimizer state, a PRNG key, ``rnnjax.train.TrainState``) and every output is
+    replicated, or split over ``model_axis`` (see :func:`param_shardings`) for large ``H``.
+    Other step signatures work through ``batch_argnums``: for ``rnnjax.train``'s
+    ``step(state, batch, key)`` (built with ``jit=False``) pass ``batch_argnums=1``.
 
     A batch whose size does not divide the number of devices along ``data_axis``:
 
     * ``remainder="error"`` (default): ``ValueError`` naming the batch size and device count.
     * ``remainder="pad"``: the batch is padded with copies of its first example
-      (:func:`pad_batch`) and the step is called as
-      ``step_fn(params, opt_state, batch, example_mask=mask)`` with a bool ``mask [B_padded]``,
-      on every call (divisible or not); the step must weight its loss by the mask,
-      ``sum(mask * loss) / sum(mask)``, to match the unpadded step.
+      (:func:`pad_batch`) and the step is called with an extra keyword,
+      ``step_fn(..., example_mask=mask)``, a bool ``[B_padded]`` mask, on every call (divisible
+      or not); the step must weight its loss by the mask, ``sum(mask * loss) / sum(mask)``, to
+      match the unpadded step.
 
     Args:
       step_fn: the train step, traceable by ``jax.jit``.
       mesh: the device mesh (:func:`make_mesh`).
+      batch_argnums: position(s) of the batch argument(s), pytrees of ``[B, ...]`` arrays.
       data_axis: mesh axis the batch's leading axis is split over.
       model_axis: mesh axis to split params and optimizer state over; ``None`` replicates them.
       remainder: ``"error"`` or ``"pad"``, as above.
-      donate: donate the incoming params and optimizer state buffers to the outputs.
+      donate: donate the buffers of the non-batch arguments (params, optimizer state) to the
+        outputs; the arrays passed in are invalid afterwards.
 
     Returns:
-      ``step(params, opt_state, batch) -> (params, opt_state, metrics)``, jit-compiled once per
-      batch shape; its params and optimizer state stay on the mesh between calls.
+      ``step(*args)`` with ``step_fn``'s signature and results, jit-compiled once per batch shape;
+      params and optimizer state stay on the mesh between calls.
 
     Raises:
       ValueError: unknown mesh axis or ``remainder``; at call time, a batch that does not divide
@@ -268,31 +274,39 @@ def data_parallel(
         )
     if remainder not in REMAINDER_MODES:
         raise ValueError(f"remainder must be one of {REMAINDER_MODES}; got {remainder!r}.")
-    replicated = NamedSharding(mesh, P())
-
-    def constrain(tree):
-        return jax.lax.with_sharding_constraint(tree, param_shardings(tree, mesh, model_axis))
-
-    def global_step(params, opt_state, batch, mask):
-        if mask is None:
-            params, opt_state, metrics = step_fn(params, opt_state, batch)
-        else:
-            params, opt_state, metrics = step_fn(params, opt_state, batch, example_mask=mask)
-        metrics = jax.tree_util.tree_map(
-            lambda m: jax.lax.with_sharding_constraint(m, replicated), metrics
+    batch_argnums = (batch_argnums,) if isinstance(batch_argnums, int) else tuple(batch_argnums)
+    if not batch_argnums or not all(isinstance(i, int) and i >= 0 for i in batch_argnums):
+        raise ValueError(
+            f"batch_argnums must be one or more non-negative ints; got {batch_argnums!r}."
         )
-        return constrain(params), constrain(opt_state), metrics
-
-    jitted = jax.jit(global_step, donate_argnums=(0, 1) if donate else ())
     multiple = _local_data_size(mesh, data_axis)
 
-    def step(params, opt_state, batch):
+    def global_step(mask, *args):
+        options = {} if mask is None else {"example_mask": mask}
+        outputs = step_fn(*args, **options)
+        return jax.lax.with_sharding_constraint(outputs, param_shardings(outputs, mesh, model_axis))
+
+    def step(*args):
+        if max(batch_argnums) >= len(args):
+            raise ValueError(
+                f"batch_argnums {batch_argnums} point past the {len(args)} arguments given."
+            )
+        batches = tuple(args[i] for i in batch_argnums)
         mask = None
         if remainder == "pad":
-            batch, mask = pad_batch(batch, multiple)
+            batches, mask = pad_batch(batches, multiple)
             mask = shard_batch(mask, mesh, data_axis)
-        params = jax.device_put(params, param_shardings(params, mesh, model_axis))
-        opt_state = jax.device_put(opt_state, param_shardings(opt_state, mesh, model_axis))
-        return jitted(params, opt_state, shard_batch(batch, mesh, data_axis), mask)
+        batches = iter(shard_batch(batches, mesh, data_axis))
+        placed = [
+            next(batches)
+            if index in batch_argnums
+            else jax.device_put(arg, param_shardings(arg, mesh, model_axis))
+            for index, arg in enumerate(args)
+        ]
+        if len(args) not in compiled:
+            donated = [i + 1 for i in range(len(args)) if i not in batch_argnums] if donate else []
+            compiled[len(args)] = jax.jit(global_step, donate_argnums=tuple(donated))
+        return compiled[len(args)](mask, *placed)
 
+    compiled = {}  # one jit per argument count: the donated positions depend on it
     return step

@@ -8,6 +8,7 @@ backend, so ``test_eight_simulated_devices_in_subprocess`` reruns them in a fres
 import functools
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,11 @@ def test_data_parallel_rejects_bad_arguments():
         distributed.data_parallel(train_step, mesh, remainder="drop")
     with pytest.raises(ValueError, match="data_axis must name a mesh axis other than model_axis"):
         distributed.data_parallel(train_step, mesh, data_axis="model", model_axis="model")
+    with pytest.raises(ValueError, match=r"batch_argnums must be one or more non-negative ints"):
+        distributed.data_parallel(train_step, mesh, batch_argnums=())
+    step = distributed.data_parallel(train_step, mesh, batch_argnums=3)
+    with pytest.raises(ValueError, match=r"batch_argnums \(3,\) point past the 3 arguments"):
+        step(initial_params(), OPTIMIZER.init(initial_params()), make_batch(2))
 
 
 @pytest.mark.parametrize("remainder", ["error", "pad"])
@@ -199,6 +205,70 @@ def test_multidevice_model_axis_splits_kernels_and_matches():
     assert params[1].w.sharding.is_fully_replicated  # Dense(1): last axis 1 does not split
 
 
+def toolkit_step():
+    """``rnnjax.train``'s ``step(state, batch, key)``, unjitted, on the same model and loss."""
+    from rnnjax import train
+
+    def loss_fn(params, batch, key):
+        return jnp.mean((MODEL.apply(params, batch["x"])[:, 0] - batch["y"]) ** 2)
+
+    return train.make_train_step(loss_fn, OPTIMIZER, jit=False), train.TrainState
+
+
+@multidevice
+def test_multidevice_wraps_the_train_toolkit_step():
+    step_fn, train_state = toolkit_step()
+    sharded = distributed.data_parallel(step_fn, distributed.make_mesh(), batch_argnums=1)
+    plain = jax.jit(step_fn)
+    batch, key = make_batch(16), jax.random.key(1)
+    expected = plain(train_state.create(initial_params(), OPTIMIZER), batch, key)
+    actual = sharded(train_state.create(initial_params(), OPTIMIZER), batch, key)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert_close(a, e, dtype=np.float32, scale=10)
+    assert actual[0].params[0].w_h.sharding.is_fully_replicated
+
+
+def multihost_worker():
+    """One of two processes (4 CPU devices each): each passes its half of a batch of 16."""
+    process = jax.process_index()
+    step = distributed.data_parallel(train_step, distributed.make_mesh())
+    local = jax.tree.map(lambda leaf: leaf[8 * process : 8 * (process + 1)], make_batch(16))
+    actual = run_steps(step, local)
+    expected = run_steps(jax.jit(train_step, device=jax.local_devices()[0]), make_batch(16))
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert_close(np.asarray(a.addressable_data(0)), e, dtype=np.float32, scale=10)
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_one_global_batch():
+    """The multi-host path (jax.distributed.initialize, process-local batches) on one machine."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import jax; jax.config.update('jax_cpu_collectives_implementation', 'gloo'); "
+        f"jax.distributed.initialize('127.0.0.1:{port}', num_processes=2, process_id={{}}); "
+        "from tests.test_distributed import multihost_worker; multihost_worker()"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    root = Path(__file__).resolve().parents[1]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code.format(pid)],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=600)
+        assert worker.returncode == 0, errors[-4000:]
+
+
 def test_eight_simulated_devices_in_subprocess():
     if EIGHT:
         pytest.skip("this process has 8 devices: the multidevice tests ran here")
@@ -211,4 +281,4 @@ def test_eight_simulated_devices_in_subprocess():
     report = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
     passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) == 4 and "skipped" not in result.stdout, report
+    assert passed and int(passed.group(1)) == 5 and "skipped" not in result.stdout, report

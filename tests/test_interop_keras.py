@@ -178,7 +178,7 @@ def test_float64_gru_matches_keras_equations(reset_after, x64):
     """float64 to 1e-10 against Keras' equations on Keras' float64 weights. (Keras 3.15's JAX
     ``ops.tanh`` returns float32 for float64 input, so the live layer is not a float64 oracle.)"""
     rng = np.random.default_rng(5)
-    layer = L.GRU(3, reset_after=reset_after, dtype="float64")
+    layer = L.GRU(3, reset_after=reset_after, dtype="float64", **FAST)
     with jax.numpy_rank_promotion("allow"):
         layer.build((None, 6, 2))
     _randomize(layer, rng)
@@ -196,15 +196,17 @@ def test_errors(built):
         return layer
 
     with pytest.raises(ValueError, match="activation='my_tanh' is not supported"):
-        interop.from_keras(build(L.SimpleRNN(2, activation=my_tanh)))
+        interop.from_keras(build(L.SimpleRNN(2, activation=my_tanh, **FAST)))
     with pytest.raises(ValueError, match="recurrent_activation='hard_sigmoid' is not supported"):
-        interop.from_keras(build(L.LSTM(2, recurrent_activation="hard_sigmoid")))
+        interop.from_keras(build(L.LSTM(2, recurrent_activation="hard_sigmoid", **FAST)))
     with pytest.raises(ValueError, match="stateful=True carries the state across batches"):
         interop.from_keras(L.GRU(2, stateful=True))
     with pytest.raises(ValueError, match="go_backwards=True with return_sequences=True"):
-        interop.from_keras(build(L.GRU(2, go_backwards=True, return_sequences=True)))
+        interop.from_keras(build(L.GRU(2, go_backwards=True, return_sequences=True, **FAST)))
     with pytest.raises(ValueError, match="go_backwards=False on the forward layer.*got True and False"):
-        interop.from_keras(build(L.Bidirectional(L.LSTM(2, go_backwards=True))))
+        interop.from_keras(build(L.Bidirectional(
+            L.LSTM(2, go_backwards=True, **FAST), backward_layer=L.LSTM(2, **FAST)
+        )))  # fmt: skip
     with pytest.raises(TypeError, match="layer must be a Keras SimpleRNN.*got Conv1D"):
         interop.from_keras(L.Conv1D(2, 3))
     with pytest.raises(ValueError, match="Keras layer 'unbuilt' is not built"):

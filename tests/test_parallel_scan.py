@@ -1,7 +1,8 @@
 """``rnnjax.parallel_scan`` (DEER, quasi-DEER) against the sequential ``rnnjax.scan``.
 
-Every comparison is jitted once per configuration and reused across seeds: XLA compiles an
-associative scan slowly on CPU, and the suite runs on two cores.
+Every comparison is jitted once per configuration and reused across seeds, with XLA's backend
+optimisations off: compiling the associative scans dominates these tests on CPU (optimisation
+level 0 halves it), and the suite runs on two cores.
 """
 
 import functools
@@ -16,7 +17,8 @@ import rnnjax
 from rnnjax._parallel_scan import ConvergenceError, ParallelScanInfo, parallel_scan
 from tests.tolerances import assert_close
 
-HIDDEN, INPUT, STEPS = 5, 3, 40
+HIDDEN, INPUT, STEPS = 5, 3, 16
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 CELLS = {
     "simple_rnn": lambda dtype: rnnjax.simple_rnn(HIDDEN, param_dtype=dtype),
@@ -45,7 +47,7 @@ def _value_and_grad(run):
         outputs = run(params, xs, initial_state)
         return _loss(outputs), outputs
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    return _jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
 def _inputs(cell, seed, dtype, steps=STEPS):
@@ -53,7 +55,7 @@ def _inputs(cell, seed, dtype, steps=STEPS):
     params = cell.init(keys[0], INPUT)
     xs = jax.random.normal(keys[1], (steps, INPUT), dtype)
     state = cell.initial_state((), dtype)
-    leaves = jax.random.normal(keys[2], (len(state), HIDDEN), dtype)
+    leaves = jax.random.normal(keys[2], (len(state), cell.hidden_size), dtype)
     return params, xs, type(state)(*(0.5 * leaf for leaf in leaves))
 
 
@@ -67,7 +69,7 @@ def _assert_trees_close(actual, expected, scale):
 
 @pytest.mark.parametrize(
     "name, method",
-    [(name, "deer") for name in CELLS] + [("lstm", "quasi_deer"), ("gru", "quasi_deer")],
+    [(name, "deer") for name in CELLS] + [("lstm", "quasi_deer")],
 )
 def test_outputs_and_gradients_match_sequential_scan(name, method, x64):
     cell = CELLS[name](jnp.float64)
@@ -90,7 +92,7 @@ def test_float32_default_tolerance_matches_sequential_scan():
     cell = rnnjax.lstm(16)
     params, xs, state = _inputs(cell, 0, jnp.float32, steps=200)
     final, ys = rnnjax.scan(cell, params, xs, initial_state=state)
-    p_final, p_ys, info = jax.jit(functools.partial(parallel_scan, cell))(
+    p_final, p_ys, info = _jit(functools.partial(parallel_scan, cell))(
         params, xs, initial_state=state
     )
     assert bool(info.converged) and float(info.residual) <= 1e-5
@@ -102,7 +104,7 @@ def test_check_grads(method, x64):
     cell = rnnjax.gru(3, param_dtype=jnp.float64)
     params, xs, _ = _inputs(cell, 1, jnp.float64, steps=12)
 
-    @jax.jit
+    @_jit
     def run(params, xs):
         final, ys, _ = parallel_scan(cell, params, xs, method=method, tol=1e-13)
         return jnp.sum(jnp.cos(ys)) + jnp.sum(final.h)
@@ -118,7 +120,7 @@ def test_reverse_initial_guess_and_vmap():
     # Per example: no guess, and the exact trajectory as guess (zero iterations needed).
     guess = rnnjax.RNNState(ys * jnp.array([0.0, 1.0])[:, None, None])
 
-    @jax.jit
+    @_jit
     @jax.vmap
     def run(x, guess):
         return parallel_scan(cell, params, x, reverse=True, initial_guess=guess)
@@ -135,7 +137,7 @@ def test_chaotic_cell_is_detected_and_falls_back(method):
     params, _, _ = _inputs(cell, 0, jnp.float32)
     xs = jax.random.normal(jax.random.key(4), (300, INPUT))
     final, ys = rnnjax.scan(cell, params, xs)
-    run = jax.jit(functools.partial(parallel_scan, cell, method=method))
+    run = _jit(functools.partial(parallel_scan, cell, method=method))
     p_final, p_ys, info = run(params, xs)
     assert not bool(info.converged) and bool(info.fell_back)
     assert not float(info.residual) <= 1e-5
@@ -147,9 +149,7 @@ def test_chaotic_cell_raises_or_returns_nan():
     params, xs, _ = _inputs(cell, 0, jnp.float32, steps=300)
     with pytest.raises(ConvergenceError, match=r"did not converge to tol 1e-05 in \d+ iterations"):
         parallel_scan(cell, params, xs, on_failure="raise")
-    final, ys, info = jax.jit(functools.partial(parallel_scan, cell, on_failure="raise"))(
-        params, xs
-    )
+    final, ys, info = _jit(functools.partial(parallel_scan, cell, on_failure="raise"))(params, xs)
     assert not bool(info.converged) and not bool(info.fell_back)
     assert bool(jnp.all(jnp.isnan(ys))) and bool(jnp.all(jnp.isnan(final.h)))
 

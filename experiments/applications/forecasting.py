@@ -1,9 +1,12 @@
-"""Multi-step forecasting of a real series (statsmodels' yearly sunspot numbers, or Mauna Loa CO2)
-with LSTM and GRU, against persistence, seasonal-naive and ARIMA forecasts.
+"""Multi-step forecasting of a real series (statsmodels' Mauna Loa CO2, monthly, or the yearly
+sunspot numbers) with LSTM and GRU, against persistence, seasonal-naive and ARIMA forecasts.
 
 The series is split in time: the last ``test_fraction`` is held out. It is standardised with the
 training part's mean and deviation (``rnnjax.train.fit_standardizer``) and cut into windows of
-``window`` past values followed by ``horizon`` future ones. A recurrent layer reads the window and
+``window`` past values followed by ``horizon`` future ones, each expressed relative to the
+window's last value (its anchor) and rescaled to unit deviation: without the anchor, CO2's trend
+puts every test window outside the range seen in training and the network cannot extrapolate
+(test RMSE 4.4 ppm instead of 0.7 in a trial run). A recurrent layer reads the window and
 a dense layer outputs all ``horizon`` future values at once (direct multi-step forecasting),
 trained with mean squared error, Adam and gradient clipping. At every test origin (the windows
 whose future lies in the held-out part) each method forecasts ``horizon`` steps:
@@ -30,7 +33,7 @@ import optax
 import rnnjax
 import rnnjax.train as train
 from experiments import _common
-from experiments.applications import parse_args
+from experiments.applications import RESULTS, parse_args
 
 SIZES = {
     "quick": {"hidden_size": 32, "epochs": 60, "batch_size": 32, "origin_stride": 2},
@@ -63,10 +66,13 @@ def load_series(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def windows(series: np.ndarray, starts: np.ndarray, window: int, horizon: int):
-    """``(inputs [N, window, 1], targets [N, horizon])`` starting at ``starts``."""
+    """Windows starting at ``starts``, anchored at their last input value: ``(inputs [N, window,
+    1], targets [N, horizon], anchors [N, 1])`` with ``inputs + anchor`` and ``targets + anchor``
+    the original values (so a trend does not carry test inputs outside the training range)."""
     index = starts[:, None] + np.arange(window + horizon)[None, :]
-    cut = series[index]
-    return cut[:, :window, None].astype(np.float32), cut[:, window:].astype(np.float32)
+    cut = series[index] - series[index[:, window - 1 : window]]
+    anchors = series[index[:, window - 1 : window]]
+    return cut[:, :window, None], cut[:, window:], anchors
 
 
 def baselines(series: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> dict:
@@ -127,11 +133,14 @@ def run(config: dict, out_dir) -> dict:
     time, series = load_series(config["dataset"])
     split = int(round(len(series) * (1 - config.get("test_fraction", 0.2))))
     scaler = train.fit_standardizer(series[:split])
-    z = train.standardize(series, scaler).astype(np.float32)
-
-    x_train, y_train = windows(z, np.arange(0, split - window - horizon + 1), window, horizon)
+    z = train.standardize(series, scaler)
+    x_train, y_train, _ = windows(z, np.arange(0, split - window - horizon + 1), window, horizon)
+    # The anchored differences are much smaller than the series' spread: rescale them to unit
+    # deviation (training windows only) so the network sees O(1) inputs and targets.
+    spread = float(np.std(y_train))
+    x_train, y_train = (x_train / spread).astype(np.float32), (y_train / spread).astype(np.float32)
     origins = np.arange(split, len(series) - horizon + 1, config["origin_stride"])
-    x_test, _ = windows(z, origins - window, window, horizon)
+    x_test, _, anchors = windows(z, origins - window, window, horizon)
     actual = series[origins[:, None] + np.arange(horizon)[None, :]]
 
     forecasts = baselines(series, origins, horizon, season)
@@ -141,12 +150,13 @@ def run(config: dict, out_dir) -> dict:
         model, params, histories[name] = train_model(
             name, x_train, y_train, config, config["seed"] + offset
         )
-        predicted = np.asarray(jax.jit(model.apply)(params, x_test))
-        forecasts[name] = train.unstandardize(predicted, scaler)
+        predicted = np.asarray(jax.jit(model.apply)(params, (x_test / spread).astype(np.float32)))
+        forecasts[name] = train.unstandardize(predicted * spread + anchors, scaler)
 
     scores = {name: rmse(f, actual) for name, f in forecasts.items()}
     results = {
-        "config": {**config, **dataset, "split_index": split, "num_train_windows": len(x_train)},
+        "config": {**config, **dataset, "split_index": split, "num_train_windows": len(x_train),
+                   "anchored_spread": spread},
         "series": {"name": config["dataset"], "length": len(series), "test_origins": len(origins)},
         "metrics": scores,
         "best": min(scores, key=lambda n: scores[n]["rmse"]),
@@ -181,11 +191,13 @@ def _figure(time, series, split, origins, forecasts, scores, horizon, out_dir):
 
 
 def _extra(parser):
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="sunspots")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="co2")
 
 
 def main(argv=None):
     args = parse_args("forecasting", __doc__, argv, _extra)
+    if args.dataset != "co2" and args.out == RESULTS / "forecasting":
+        args.out = RESULTS / f"forecasting_{args.dataset}"
     run({**_common.pick_size(SIZES, args), "dataset": args.dataset}, args.out)
 
 

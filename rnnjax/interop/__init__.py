@@ -6,10 +6,12 @@ its parameter pytree. GRU conventions: PyTorch, Keras and Flax update
 ``h_t = z h_{t-1} + (1 - z) n``, rnnjax (the seed) ``h_t = (1 - z) h_{t-1} + z n``; every converter
 negates the update gate's weights and bias, which maps one onto the other exactly.
 
-PyTorch and Keras are imported only when their converters are called.
+PyTorch, Keras and Flax are imported only when their converters are called.
 """
 
 from rnnjax.interop._common import ConvertedLayer as ConvertedLayer
+from rnnjax.interop._flax import FlaxSpec as FlaxSpec
+from rnnjax.interop._flax import from_flax as from_flax
 from rnnjax.interop._keras import KerasSpec as KerasSpec
 from rnnjax.interop._keras import from_keras as from_keras
 from rnnjax.interop._keras import to_keras as to_keras
@@ -24,8 +26,10 @@ from rnnjax.interop._torch import torch_layout as torch_layout
 
 __all__ = [
     "ConvertedLayer",
+    "FlaxSpec",
     "KerasSpec",
     "TorchSpec",
+    "from_flax",
     "from_keras",
     "from_seed_lstm",
     "from_seed_rnn",

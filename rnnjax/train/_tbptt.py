@@ -165,7 +165,7 @@ def make_tbptt_step(
         (loss, new_state), grads = jax.value_and_grad(objective, has_aux=True)(train_state.params)
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return TrainState(params, opt_state, train_state.step + 1), new_state, metrics
 
     return jax.jit(step) if jit else step

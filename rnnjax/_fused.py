@@ -1,0 +1,210 @@
+"""Fast path of ``rnnjax.scan`` for the built-in cells: one custom JVP for the whole sequence.
+
+Differentiating ``lax.scan`` step by step makes BPTT pay, at every step, a ``[H, B] x [B, G*H]``
+matmul into a ``dW_h`` accumulator carried through the backward loop, and saves whatever each
+step's linearisation happens to hold. Here the sequence has a :func:`jax.custom_jvp` whose rule
+
+* runs the forward scan once, saving per step only the previous state and the activated gates
+  (LSTM: ``i, f, g, o, tanh c``; GRU: ``r, z, candidate`` and one more ``[H]`` vector; RNN: the
+  pre-activation), each as its own stacked array;
+* moves the term ``h_{t-1} dW_h`` out of the time loop: it is one ``[T*B, H] x [H, G*H]`` matmul
+  over the saved ``h_{t-1}``, which JAX transposes into one matmul for ``dW_h``;
+* writes the tangent recurrence with every operation linear in the tangents, so partial
+  evaluation saves nothing beyond the arrays above, and the transposed (backward) loop does one
+  matmul per step (``dz W_h^T``) plus elementwise work.
+
+Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders; under ``vmap``
+the hoisted matmul covers the whole batch. The primal is the plain scan of ``cell.recur``, so the
+gate math keeps one source (``rnnjax._cells``); only the derivative lives here.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from rnnjax import _cells
+from rnnjax._cells import LSTMState, RNNState, _dot
+
+
+def fast_kind(cell) -> str | None:
+    """The built-in update behind ``cell.recur`` (``"lstm"``, ``"gru"``, ...), or ``None``."""
+    return getattr(cell.recur, "_rnnjax_fast_path", None)
+
+
+def _is_zero(tangent) -> bool:
+    return tangent is None or isinstance(tangent, SymbolicZero)
+
+
+def _sum(*terms):
+    """Sum of the terms that are not ``None`` (absent tangents)."""
+    present = [t for t in terms if t is not None]
+    total = present[0]
+    for term in present[1:]:
+        total = total + term
+    return total
+
+
+def _sigmoid_tangent(tangent, s):
+    """``tangent * s * (1 - s)``, written linear in ``tangent`` (nothing new to save)."""
+    scaled = tangent * s
+    return scaled - scaled * s
+
+
+def _tanh_tangent(tangent, t):
+    scaled = tangent * t
+    return tangent - scaled * t
+
+
+def _update(kind, config):
+    """``update(params, state, projected_t) -> (state, residuals)`` from ``rnnjax._cells``."""
+    dtype = config.get("dtype")
+    if kind == "lstm":
+        return partial(_cells._lstm_update, dtype=dtype)
+    if kind == "simple_rnn":
+        return partial(_cells._rnn_update, dtype=dtype, activation=config["activation"])
+    return partial(_cells._gru_update, dtype=dtype, reset_after=kind == "gru_reset_after")
+
+
+def _hoisted(kind, dtype, previous, residuals, d_w_h):
+    """The ``dW_h`` terms of every step at once (``[T, ..., G*H]``), or ``None`` if ``dW_h = 0``."""
+    if _is_zero(d_w_h):
+        return None
+    if kind == "gru":
+        # The candidate reads (r * h_{t-1}) W_hn: its own matmul over the saved r * h_{t-1}.
+        hidden = previous.h.shape[-1]
+        return jnp.concatenate(
+            [
+                _dot(previous.h, d_w_h[:, : 2 * hidden], dtype),
+                _dot(residuals[3], d_w_h[:, 2 * hidden :], dtype),
+            ],
+            axis=-1,
+        )
+    return _dot(previous.h, d_w_h, dtype)
+
+
+def _lstm_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+    i, f, g, o, tanh_c = residuals
+    dz = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_projected, hoisted)
+    di, df, dg, do = _cells._split(dz, 4)
+    di, df, do = _sigmoid_tangent(di, i), _sigmoid_tangent(df, f), _sigmoid_tangent(do, o)
+    dg = _tanh_tangent(dg, g)
+    dc = df * previous.c + f * d_state.c + di * g + i * dg
+    return LSTMState(do * tanh_c + _tanh_tangent(o * dc, tanh_c), dc)
+
+
+def _gru_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+    r, z, candidate, m = residuals
+    dtype, h, dh = config.get("dtype"), previous.h, d_state.h
+    hidden = h.shape[-1]
+    dx_rz, dx_n = (None, None) if d_projected is None else (
+        d_projected[..., : 2 * hidden], d_projected[..., 2 * hidden :]
+    )
+    dh_rz, dh_n = (None, None) if hoisted is None else (
+        hoisted[..., : 2 * hidden], hoisted[..., 2 * hidden :]
+    )
+    if config["reset_after"]:
+        d_hidden = _dot(dh, params.w_h, dtype)
+        dr, dz = _cells._split(_sum(d_hidden[..., : 2 * hidden], dx_rz, dh_rz), 2)
+        dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
+        dm = _sum(d_hidden[..., 2 * hidden :], dh_n)
+        if not _is_zero(d_params.b_hn):
+            dm = _cells._add_bias(dm, d_params.b_hn)
+        d_pre = _sum(dx_n, dr * m, r * dm)
+    else:
+        w_rz, w_n = params.w_h[:, : 2 * hidden], params.w_h[:, 2 * hidden :]
+        dr, dz = _cells._split(_sum(_dot(dh, w_rz, dtype), dx_rz, dh_rz), 2)
+        dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
+        d_pre = _sum(dx_n, _dot(dr * h + r * dh, w_n, dtype), dh_n)
+    d_candidate = _tanh_tangent(d_pre, candidate)
+    return RNNState(dh - z * dh + dz * candidate - dz * h + z * d_candidate)
+
+
+def _rnn_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+    (a,) = residuals
+    da = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_projected, hoisted)
+    return RNNState(jax.jvp(config["activation"], (a,), (da,))[1])
+
+
+_TANGENTS = {
+    "lstm": _lstm_tangent,
+    "gru": _gru_tangent,
+    "gru_reset_after": _gru_tangent,
+    "simple_rnn": _rnn_tangent,
+}
+
+
+def _masked(valid, new, old):
+    """Per-step mask of ``rnnjax.scan``: keep ``old`` past the length, output zeros there."""
+    if valid is None:
+        return new, new.h
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new, old)
+    return new, jnp.where(valid, new.h, jnp.zeros_like(new.h))
+
+
+def _cast_like(new, old):
+    return type(old)(*(n.astype(o.dtype) for n, o in zip(new, old, strict=True)))
+
+
+def scan(cell, params, projected, state, valid, *, reverse: bool, unroll):
+    """Run the built-in ``cell`` over ``projected [T, ..., G*H]`` from ``state``.
+
+    ``valid [T]`` (bool, or ``None``) marks the steps before the sequence's length. Returns
+    ``(final_state, ys [T, ..., H])`` exactly as the plain masked ``lax.scan`` of ``cell.recur``
+    does, with the fused derivative described in the module docstring.
+    """
+    kind, config = fast_kind(cell), cell.config
+    update, tangent_step = _update(kind, config), _TANGENTS[kind]
+    config = {**config, "reset_after": kind == "gru_reset_after"}
+    # The cell's own checks (params, state types and shapes), with its error messages.
+    jax.eval_shape(
+        cell.recur, params, state, jax.ShapeDtypeStruct(projected.shape[1:], projected.dtype)
+    )
+
+    def primal(params, projected, state, valid):
+        def body(carry, inputs):
+            projected_t, valid_t = inputs
+            new, _ = cell.recur(params, carry, projected_t)
+            return _masked(valid_t, new, carry)
+
+        return lax.scan(body, state, (projected, valid), reverse=reverse, unroll=unroll)
+
+    def rule(primals, tangents):
+        params, projected, state, valid = primals
+        d_params, d_projected, d_state, _ = tangents
+
+        def body(carry, inputs):
+            projected_t, valid_t = inputs
+            new, residuals = update(params, carry, projected_t)
+            new, y = _masked(valid_t, _cast_like(new, carry), carry)
+            return new, (y, carry, residuals)
+
+        final, (ys, previous, residuals) = lax.scan(
+            body, state, (projected, valid), reverse=reverse, unroll=unroll
+        )
+        hoisted = _hoisted(kind, config.get("dtype"), previous, residuals, d_params.w_h)
+        d_projected = None if _is_zero(d_projected) else d_projected
+        d_state = jax.tree_util.tree_map(
+            lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, d_state, state,
+            is_leaf=lambda t: isinstance(t, SymbolicZero),
+        )  # fmt: skip
+
+        def tangent_body(d_carry, inputs):
+            d_projected_t, hoisted_t, previous_t, residuals_t, valid_t = inputs
+            d_new = tangent_step(
+                params, d_params, d_carry, d_projected_t, hoisted_t, previous_t, residuals_t,
+                config,
+            )  # fmt: skip
+            return _masked(valid_t, _cast_like(d_new, d_carry), d_carry)
+
+        d_final, d_ys = lax.scan(
+            tangent_body, d_state, (d_projected, hoisted, previous, residuals, valid),
+            reverse=reverse, unroll=unroll,
+        )  # fmt: skip
+        return (final, ys), (d_final, d_ys)
+
+    fused = jax.custom_jvp(primal)
+    fused.defjvp(rule, symbolic_zeros=True)
+    return fused(params, projected, state, valid)

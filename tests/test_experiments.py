@@ -1,0 +1,179 @@
+"""Smoke tests of the experiments at tiny sizes: each checks a property the experiment exists to
+show (not only that it ran), and that it writes its JSON, figure and summary."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import (
+    _common,
+    architecture_tradeoffs,
+    bptt_contributions,
+    exploding_and_clipping,
+    gradient_decay,
+    jacobian_heatmap,
+    long_dependencies,
+)
+
+
+def _written(out_dir, figure):
+    data = json.loads((out_dir / "results.json").read_text())
+    assert data["stamp"]["jax"] == jax.__version__
+    assert (out_dir / figure).stat().st_size > 1000
+    assert "![" in (out_dir / "summary.md").read_text()
+    return data
+
+
+def test_gradient_decay_rates(tmp_path):
+    config = {"hidden_size": 8, "input_size": 3, "num_steps": 20, "num_seeds": 2, "seed": 0}
+    results = gradient_decay.run(config, tmp_path)
+    rnn = results["rnn_rho0.5"]
+    assert np.all(np.diff(rnn["geometric_mean"]) < 0)  # falls with every lag
+    assert rnn["rate_per_step"] < 0
+    assert rnn["rate_per_step"] <= math.log(0.5) + 1e-9  # tanh' <= 1: at or under log(rho)
+    assert all(results[f"rnn_rho{rho}"]["within_bound"] for rho in gradient_decay.RHOS)
+    assert results["lstm_fb1"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
+    assert results["lstm_fb1"]["rate_per_step"] > results["lstm_fb0"]["rate_per_step"]
+    assert results["lstm_fb1"]["state"] == "(h, c)"
+    data = _written(tmp_path, "gradient_decay.png")
+    assert data["results"]["gru"]["rate_per_step"] == pytest.approx(results["gru"]["rate_per_step"])
+
+
+def test_jacobian_heatmap_structure(tmp_path):
+    config = {"hidden_size": 6, "input_size": 3, "num_steps": 12, "seed": 0}
+    results = jacobian_heatmap.run(config, tmp_path)
+    for r in results.values():
+        norms = r["norms"]
+        np.testing.assert_allclose(np.diag(norms), 1.0, rtol=1e-5)
+        assert np.all(np.isnan(norms[np.triu_indices(13, 1)]))
+        assert np.all(np.isfinite(norms[np.tril_indices(13)]))
+    assert results["rnn_rho1.0"]["mean_norm_by_lag"][-1] < 0.1
+    assert results["rnn_rho1.5"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
+    _written(tmp_path, "jacobian_heatmap.png")
+
+
+def test_bptt_contributions_sum_to_grad(tmp_path):
+    config = {"hidden_size": 6, "input_size": 3, "num_steps": 30, "num_seeds": 1, "seed": 0}
+    results = bptt_contributions.run(config, tmp_path)
+    for r in results.values():
+        assert r["max_relative_error_vs_grad"] < 1e-4
+    assert results["rnn_rho0.8"]["share_last_10_steps"] > 0.9  # vanishing: only recent steps
+    assert results["rnn_rho0.8"]["horizon_90"] <= results["rnn_rho1.2"]["horizon_90"]
+    assert bptt_contributions.horizon(np.array([0.0, 0.0, 1.0, 9.0])) == 1
+    _written(tmp_path, "bptt_contributions.png")
+
+
+def test_exploding_and_clipping(tmp_path):
+    config = dict(exploding_and_clipping.SIZES["quick"], seed=0)
+    results = exploding_and_clipping.run(config, tmp_path)
+    unit, rnn = results["single_unit"], results["rnn"]
+    assert unit["max_grad_norm"] > 100 * unit["median_grad_norm"]  # the cliff
+    assert unit["longest_step"]["clipped"] <= unit["step_limit"] * (1 + 1e-5)
+    assert unit["longest_step"]["unclipped"] > unit["step_limit"]
+    limit = exploding_and_clipping.RNN["learning_rate"] * exploding_and_clipping.RNN["threshold"]
+    assert rnn["clipped"]["max_update_norm"] <= limit * (1 + 1e-5)
+    assert not rnn["clipped"]["diverged"]
+    _written(tmp_path, "exploding_and_clipping.png")
+
+
+def test_descend_clips_to_threshold():
+    def loss(p):
+        return 50.0 * jnp.sum(p**2)
+
+    path, _, norms = exploding_and_clipping.descend(loss, jnp.ones(2), 0.1, 0.5, 5)
+    steps = np.linalg.norm(np.diff(np.asarray(path), axis=0), axis=-1)
+    assert np.all(np.asarray(norms) > 0.5)
+    np.testing.assert_allclose(steps, 0.05, rtol=1e-5)
+
+
+def test_adding_problem_data_and_baseline():
+    inputs, targets = long_dependencies.adding_batch(jax.random.key(0), 20_000, 12)
+    markers = np.asarray(inputs[..., 1])
+    assert inputs.shape == (20_000, 12, 2)
+    np.testing.assert_array_equal(markers.sum(1), 2)
+    np.testing.assert_array_equal(markers[:, :6].sum(1), 1)  # one marker in each half
+    np.testing.assert_allclose(targets, (inputs[..., 0] * markers).sum(1), rtol=1e-6)
+    mse_of_predicting_one = float(np.mean((np.asarray(targets) - 1.0) ** 2))
+    assert mse_of_predicting_one == pytest.approx(
+        long_dependencies.baseline("adding", 12), abs=0.01
+    )
+
+
+def test_copy_task_data_and_baseline():
+    length = 7
+    inputs, targets = long_dependencies.copy_batch(jax.random.key(1), 64, length)
+    symbols = np.argmax(np.asarray(inputs), -1)
+    assert inputs.shape == (64, length + 20, 10)
+    assert np.all((symbols[:, :10] >= 1) & (symbols[:, :10] <= 8))
+    assert np.all(symbols[:, 10 + length - 1] == 9)
+    np.testing.assert_array_equal(targets[:, -10:], symbols[:, :10])
+    assert np.all(np.asarray(targets[:, : length + 10]) == 0)
+    # The baseline guess: certain blank, then uniform over the 8 symbols.
+    blank = jnp.where(jnp.arange(9) == 0, 0.0, -1e9)
+    uniform = jnp.where(jnp.arange(9) == 0, -1e9, 0.0)
+    logits = jnp.where((jnp.arange(length + 20) < length + 10)[:, None], blank, uniform)
+    logits = jnp.broadcast_to(logits, (64, length + 20, 9))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    assert float(loss) == pytest.approx(long_dependencies.baseline("copy", length), rel=1e-5)
+
+
+def test_long_dependencies_tiny_run(tmp_path):
+    config = dict(long_dependencies.SIZES["quick"], seed=0, train_steps=60)
+    results = long_dependencies.run(config, tmp_path)
+    lstm = results["adding"]["lstm"][5]
+    assert np.all(np.isfinite(lstm["test_loss"]))
+    assert np.all(np.isfinite(lstm["trained_decay_rate"]))
+    curve = results["copy"]["lstm"][5]["loss_curve_mean"]
+    assert curve[-1] < 0.5 * curve[0]  # learns the blanks within 60 steps
+    _written(tmp_path, "long_dependencies.png")
+
+
+def test_architecture_tradeoffs(tmp_path):
+    config = {
+        "hidden_size": 8,
+        "batch_size": 2,
+        "lengths": (64, 128),
+        "timing_length": 8,
+        "repeats": 1,
+        "seed": 0,
+    }
+    results = architecture_tradeoffs.run(config, tmp_path)
+    h = d = 8
+    assert results["simple_rnn"]["parameters"] == h * (d + h + 1)
+    assert results["lstm"]["parameters"] == 4 * h * (d + h + 1)
+    assert results["gru"]["parameters"] == 3 * h * (d + h + 1)
+    assert results["self_attention"]["parameters"] == 4 * h * h + 4 * h
+    assert results["self_attention"]["memory_growth_exponent"] > 1.5
+    assert results["lstm"]["memory_growth_exponent"] < 1.2
+    _written(tmp_path, "architecture_tradeoffs.png")
+
+
+def test_attention_matches_a_loop_over_queries():
+    params = architecture_tradeoffs.attention_init(jax.random.key(0), 4)
+    x = jax.random.normal(jax.random.key(1), (1, 5, 4))
+    got = architecture_tradeoffs.attention_apply(params, x)[0]
+    q = x[0] @ params["w_q"]
+    k = x[0] @ params["w_k"]
+    v = x[0] @ params["w_v"]
+    for t in range(5):
+        weights = jax.nn.softmax(k @ q[t] / 2.0)
+        np.testing.assert_allclose(got[t], (weights @ v) @ params["w_o"], rtol=1e-5, atol=1e-6)
+
+
+def test_common_cli_and_json(tmp_path):
+    args = _common.parse_args("demo", "Demo.", ["--quick", "--out", str(tmp_path)])
+    assert (args.size, args.out, args.seed) == ("quick", tmp_path, 0)
+    assert _common.parse_args("demo", None, []).size == "default"
+    with pytest.raises(SystemExit):
+        _common.parse_args("demo", None, ["--quick", "--full"])
+    config = _common.pick_size({"quick": {"a": 1}}, args)
+    assert config == {"a": 1, "size": "quick", "seed": 0}
+    path = _common.write_json(tmp_path, {"x": np.arange(3.0), "bad": float("nan")})
+    data = json.loads(path.read_text())
+    assert data["x"] == [0.0, 1.0, 2.0] and data["bad"] is None
+    assert "| a |" in _common.markdown_table(["a"], [[1.0]])
