@@ -88,7 +88,7 @@ def descend(loss, start, learning_rate, threshold, num_steps):
         value, grad = jax.value_and_grad(loss)(params)
         updates, opt_state = optimizer.update(grad, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return (params, opt_state), (params, value, optax.global_norm(grad))
+        return (params, opt_state), (params, value, optax.tree.norm(grad))
 
     carry = (start, optimizer.init(start))
     _, (path, losses, norms) = jax.lax.scan(step, carry, None, length=num_steps)
@@ -155,8 +155,8 @@ def rnn_training(config: dict) -> dict:
             updates, opt_state = optimizer.update(grad, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), (
                 value,
-                optax.global_norm(grad),
-                optax.global_norm(updates),
+                optax.tree.norm(grad),
+                optax.tree.norm(updates),
             )
 
         optimizer = optax.chain(

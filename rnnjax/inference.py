@@ -117,6 +117,9 @@ class InferenceEngine:
       min_length_bucket: smallest power-of-two bucket when ``length_buckets`` is None.
       max_batch: most sequences per device batch; batches are padded to a power of two times
         ``len(devices)`` so the number of compiled batch sizes stays small.
+      min_batch: fewest rows a batch is padded to (rounded up to a multiple of
+        ``len(devices)``): the few long sequences of a long-tailed stream then share one
+        compiled batch size instead of compiling for 1, 2, 4, ... rows.
       devices: devices to split each batch over; default all local devices.
 
     >>> cell = rnnjax.lstm(64)
@@ -134,6 +137,7 @@ class InferenceEngine:
         length_buckets: Sequence[int] | None = None,
         min_length_bucket: int = 8,
         max_batch: int = 256,
+        min_batch: int = 8,
         devices: Sequence[jax.Device] | None = None,
     ):
         self.cell = _check_cell(cell)
@@ -169,9 +173,11 @@ class InferenceEngine:
         if not devices:
             raise ValueError("devices must name at least one device; got none.")
         self.num_devices = len(devices)
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be a positive int; got {max_batch!r}.")
+        for name, value in (("max_batch", max_batch), ("min_batch", min_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
         self.max_batch = -(-max_batch // self.num_devices) * self.num_devices
+        self.min_batch = min(-(-min_batch // self.num_devices) * self.num_devices, self.max_batch)
         mesh = distributed.make_mesh(devices=devices)
         batch, replicated = NamedSharding(mesh, P(distributed.DATA_AXIS)), NamedSharding(mesh, P())
         self.params = jax.device_put(params, replicated)
@@ -217,7 +223,8 @@ class InferenceEngine:
 
     def _batch_size(self, count: int) -> int:
         per_device = -(-count // self.num_devices)
-        return min(power_of_two_bucket(per_device, 1) * self.num_devices, self.max_batch)
+        size = max(power_of_two_bucket(per_device, 1) * self.num_devices, self.min_batch)
+        return min(size, self.max_batch)
 
     def _trace(self, params, xs, lengths, return_outputs):
         self._compilations += 1  # runs only while tracing: one per compiled shape

@@ -184,7 +184,9 @@ def test_outputs_match_the_layer_for_list_and_padded_input():
 
 
 def test_buckets_bound_compilations_over_a_stream():
-    engine = InferenceEngine(rnnjax.simple_rnn(4), rnnjax.simple_rnn(4).init(jax.random.key(0), 3))
+    cell = rnnjax.simple_rnn(4)
+    params = cell.init(jax.random.key(0), 3)
+    engine = InferenceEngine(cell, params, min_batch=1)
     engine.run(ragged((3, 5, 7)))  # bucket 8, batch 4
     assert engine.stats.compilations == 1
     engine.run(ragged((2, 8, 6), seed=5))  # new lengths, same bucket and batch size
@@ -194,6 +196,9 @@ def test_buckets_bound_compilations_over_a_stream():
     stats = engine.stats
     assert (stats.compilations, stats.sequences, stats.batches) == (2, 8, 4)
     assert stats.padded_fraction == pytest.approx(1 - (15 + 16 + 9 + 16) / (32 + 32 + 16 + 16))
+    floored = InferenceEngine(cell, params)  # min_batch=8: one batch size for small groups
+    floored.run(ragged((3, 5, 7, 9)))
+    assert floored.stats.padded_fraction == pytest.approx(1 - 24 / (8 * 8 + 8 * 16))
 
 
 def test_length_buckets_and_batch_chunks():
@@ -283,6 +288,8 @@ def test_constructor_errors():
         InferenceEngine(cell, params, length_buckets=(20, 10))
     with pytest.raises(ValueError, match="max_batch must be a positive int; got 0"):
         InferenceEngine(cell, params, max_batch=0)
+    with pytest.raises(ValueError, match="min_batch must be a positive int; got -1"):
+        InferenceEngine(cell, params, min_batch=-1)
     with pytest.raises(ValueError, match="devices must name at least one device"):
         InferenceEngine(cell, params, devices=[])
     with pytest.raises(TypeError, match="params must be LSTMParams"):
@@ -303,7 +310,7 @@ def test_multidevice_engine_shards_batches_and_matches_one_device():
     params = cell.init(jax.random.key(0), 3)
     sequences = ragged((5, 1, 12, 0, 9, 3, 14, 7, 7, 2, 30))
     sharded = InferenceEngine(cell, params, max_batch=20)
-    single = InferenceEngine(cell, params, devices=jax.devices()[:1])
+    single = InferenceEngine(cell, params, devices=jax.devices()[:1], min_batch=1)
     assert (sharded.num_devices, sharded.max_batch) == (8, 24)
     result = sharded.run(sequences, return_outputs=True)
     expected = single.run(sequences, return_outputs=True)
@@ -311,7 +318,7 @@ def test_multidevice_engine_shards_batches_and_matches_one_device():
         assert_close(a, e, scale=10)
     for a, e in zip(result.outputs, expected.outputs, strict=True):
         assert_close(a, e, scale=10)
-    assert sharded.stats.padded_fraction > single.stats.padded_fraction  # batches of 8, not 1
+    assert sharded.stats.padded_fraction > single.stats.padded_fraction  # rows per device >= 1
 
 
 def test_eight_simulated_devices_in_subprocess():

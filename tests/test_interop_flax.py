@@ -25,7 +25,9 @@ CELLS = {
 def _case(name, seed, dtype=jnp.float32, **rnn_options):
     """A random nn.RNN over CELLS[name], variables with non-zero biases, and an input."""
     rng = np.random.default_rng(seed)
-    batch, steps, input_size, hidden = (int(v) for v in rng.integers(1, [4, 6, 4, 5], endpoint=True))
+    batch, steps, input_size, hidden = (
+        int(v) for v in rng.integers(1, [4, 6, 4, 5], endpoint=True)
+    )
     cell = CELLS[name](hidden)
     if dtype == jnp.float64:
         cell = cell.clone(param_dtype=jnp.float64)
@@ -52,7 +54,9 @@ def test_float64_matches_flax(name, x64):
     module, variables, x, _ = _case(name, seed=3, dtype=jnp.float64)
     model, params = interop.from_flax(module, variables["params"])
     assert params.w_x.dtype == jnp.float64
-    assert_close(model.apply(params, x), jax.jit(module.apply)(variables, x), "float64", scale=100.0)
+    assert_close(
+        model.apply(params, x), jax.jit(module.apply)(variables, x), "float64", scale=100.0
+    )
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
@@ -169,7 +173,10 @@ class _NnxModel(nnx.Module):
 def test_nnx_wrapper_trains_like_pure_rnnjax():
     x, y = _task()
     model = _NnxModel(nnx.Rngs(0))
-    start = (model.rnn.layer_params(), rnnjax.DenseParams(model.head.kernel[...], model.head.bias[...]))
+    start = (
+        model.rnn.layer_params(),
+        rnnjax.DenseParams(model.head.kernel[...], model.head.bias[...]),
+    )
     optimizer = nnx.Optimizer(model, optax.adam(3e-2), wrt=nnx.Param)
 
     @nnx.jit

@@ -47,7 +47,9 @@ def _keras(layer, *args, **kwargs):
 
 def _randomize(layer, rng):
     """Random weights and biases (Keras initialises biases to zero, which would hide mistakes)."""
-    layer.set_weights([rng.normal(scale=0.6, size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+    layer.set_weights(
+        [rng.normal(scale=0.6, size=w.shape).astype(w.dtype) for w in layer.get_weights()]
+    )
     return layer
 
 
@@ -57,7 +59,9 @@ def built():
     for all, so Keras and JAX reuse their compiled kernels."""
     cases = {}
     rng = np.random.default_rng(0)
-    batch, steps, input_size, hidden = (int(v) for v in rng.integers(2, [4, 6, 4, 5], endpoint=True))
+    batch, steps, input_size, hidden = (
+        int(v) for v in rng.integers(2, [4, 6, 4, 5], endpoint=True)
+    )
     for name, factory in LAYERS.items():
         with jax.numpy_rank_promotion("allow"):  # Keras' initialisers broadcast by rank
             layer = factory(hidden)
@@ -91,8 +95,12 @@ def test_lengths_match_keras_mask(built, name):
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
     expected = jax.tree_util.tree_leaves(_keras(layer, x, mask=valid))
     model, params = interop.from_keras(layer)
-    actual = jax.tree_util.tree_leaves(jax.jit(model.apply)(params, jnp.asarray(x), jnp.asarray(lengths)))
-    _assert_same(np.where(valid[..., None], actual[0], 0), np.where(valid[..., None], expected[0], 0))
+    actual = jax.tree_util.tree_leaves(
+        jax.jit(model.apply)(params, jnp.asarray(x), jnp.asarray(lengths))
+    )
+    _assert_same(
+        np.where(valid[..., None], actual[0], 0), np.where(valid[..., None], expected[0], 0)
+    )
     _assert_same(actual[1:], expected[1:])
 
 
@@ -107,14 +115,18 @@ def test_seed_sequential_models_convert_whole(recurrent):
              L.Dense(1, activation="sigmoid")]
         )  # fmt: skip
     for layer in keras_model.layers:
-        layer.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in layer.get_weights()])
+        layer.set_weights(
+            [rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in layer.get_weights()]
+        )
     x = rng.normal(size=(3, 100, 1)).astype(np.float32)
     model, params = interop.from_keras(keras_model)
     assert isinstance(params[1], rnnjax.DenseParams)
     actual = jax.jit(model.apply)(params, jnp.asarray(x))
     _assert_same(actual, _keras(keras_model, x), scale=5.0)
     rebuilt = interop.to_keras(model, params)
-    assert [type(layer) for layer in rebuilt.layers] == [type(layer) for layer in keras_model.layers]
+    assert [type(layer) for layer in rebuilt.layers] == [
+        type(layer) for layer in keras_model.layers
+    ]
     for new, old in zip(rebuilt.get_weights(), keras_model.get_weights(), strict=True):
         np.testing.assert_array_equal(new, old)
 
@@ -145,12 +157,17 @@ def test_to_keras_from_hand_built_params():
     assert isinstance(keras_layer, L.GRU) and keras_layer.reset_after
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
     _assert_same(jax.jit(model.apply)(params, jnp.asarray(x)), _keras(keras_layer, x))
-    relu = rnnjax.RNNParams(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(3, 4), (4, 4), (4,)]))
+    relu = rnnjax.RNNParams(
+        *(jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(3, 4), (4, 4), (4,)])
+    )
     keras_layer = interop.to_keras(
         None, rnnjax.BidirectionalParams(relu, relu), activation="relu", **FAST
     )
     relu_model = rnnjax.bidirectional(rnnjax.simple_rnn(4, jax.nn.relu))
-    _assert_same(relu_model.apply(rnnjax.BidirectionalParams(relu, relu), jnp.asarray(x)), _keras(keras_layer, x))
+    _assert_same(
+        relu_model.apply(rnnjax.BidirectionalParams(relu, relu), jnp.asarray(x)),
+        _keras(keras_layer, x),
+    )
 
 
 def _keras_gru_numpy(x, kernel, recurrent, bias, reset_after):
@@ -203,10 +220,14 @@ def test_errors(built):
         interop.from_keras(L.GRU(2, stateful=True))
     with pytest.raises(ValueError, match="go_backwards=True with return_sequences=True"):
         interop.from_keras(build(L.GRU(2, go_backwards=True, return_sequences=True, **FAST)))
-    with pytest.raises(ValueError, match="go_backwards=False on the forward layer.*got True and False"):
+    with pytest.raises(
+        ValueError, match="go_backwards=False on the forward layer.*got True and False"
+    ):
         interop.from_keras(build(L.Bidirectional(
             L.LSTM(2, go_backwards=True, **FAST), backward_layer=L.LSTM(2, **FAST)
         )))  # fmt: skip
+    with pytest.raises(TypeError, match="Bidirectional must wrap a Keras SimpleRNN, LSTM or GRU"):
+        interop.from_keras(L.Bidirectional(L.RNN(L.GRUCell(2))))
     with pytest.raises(TypeError, match="layer must be a Keras SimpleRNN.*got Conv1D"):
         interop.from_keras(L.Conv1D(2, 3))
     with pytest.raises(ValueError, match="Keras layer 'unbuilt' is not built"):
@@ -214,7 +235,9 @@ def test_errors(built):
     model, params = interop.from_keras(built["lstm_no_bias"][0])
     with pytest.raises(ValueError, match="params.b of Keras layer .* is non-zero"):
         interop.to_keras(model, params._replace(b=params.b + 1))
-    with pytest.raises(TypeError, match="params must be rnnjax cell params, BidirectionalParams or"):
+    with pytest.raises(
+        TypeError, match="params must be rnnjax cell params, BidirectionalParams or"
+    ):
         interop.to_keras(None, (params, params))
 
 

@@ -44,7 +44,9 @@ def java_lstm(input_batch, w_gate, b_gate):
             concat = list(x_t) + list(h_state)
             gates = [[0.0] * hidden_dim for _ in range(4)]
             for h in range(hidden_dim):
-                sums = [sum(concat[j] * w_gate[k][h][j] for j in range(len(concat))) for k in range(4)]
+                sums = [
+                    sum(concat[j] * w_gate[k][h][j] for j in range(len(concat))) for k in range(4)
+                ]
                 gates[0][h] = sigmoid(sums[0] + b_gate[0][h])
                 gates[1][h] = sigmoid(sums[1] + b_gate[1][h])
                 gates[2][h] = math.tanh(sums[2] + b_gate[2][h])
@@ -58,7 +60,9 @@ def java_lstm(input_batch, w_gate, b_gate):
 
 def _shapes(seed):
     rng = np.random.default_rng(seed)
-    batch, steps, input_size, hidden = (int(v) for v in rng.integers(1, [3, 5, 4, 5], endpoint=True))
+    batch, steps, input_size, hidden = (
+        int(v) for v in rng.integers(1, [3, 5, 4, 5], endpoint=True)
+    )
     return rng, batch, steps, input_size, hidden
 
 
@@ -84,7 +88,9 @@ def test_from_seed_lstm_matches_java_loops(seed, x64):
     b_gate = rng.normal(size=(4, hidden))
     params = interop.from_seed_lstm(w_gate.tolist(), b_gate)
     actual = rnnjax.rnn(rnnjax.lstm(hidden)).apply(params, jnp.asarray(x))
-    assert_close(actual, java_lstm(x.tolist(), w_gate.tolist(), b_gate.tolist()), "float64", scale=100)
+    assert_close(
+        actual, java_lstm(x.tolist(), w_gate.tolist(), b_gate.tolist()), "float64", scale=100
+    )
     w_back, b_back = interop.to_seed_lstm(params)
     np.testing.assert_array_equal(w_back, w_gate)
     np.testing.assert_array_equal(b_back, b_gate)
@@ -98,11 +104,17 @@ def test_float32_without_x64():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"w_h must have shape \(3, 3\) and bias \(3,\).*got \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"w_h must have shape \(3, 3\) and bias \(3,\).*got \(3, 2\)"
+    ):
         interop.from_seed_rnn(np.ones((3, 2)), np.ones((3, 2)), np.ones(3))
-    with pytest.raises(ValueError, match=r"w_x must be a non-empty .* shape \(H, D\); got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"w_x must be a non-empty .* shape \(H, D\); got shape \(3,\)"
+    ):
         interop.from_seed_rnn(np.ones(3), np.ones((3, 3)), np.ones(3))
-    with pytest.raises(ValueError, match=r"w_gate must have shape \(4, H, D \+ H\).*got \(3, 2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"w_gate must have shape \(4, H, D \+ H\).*got \(3, 2, 5\)"
+    ):
         interop.from_seed_lstm(np.ones((3, 2, 5)), np.ones((4, 2)))
     with pytest.raises(ValueError, match=r"w_gate must have shape .*D >= 1.*got \(4, 2, 2\)"):
         interop.from_seed_lstm(np.ones((4, 2, 2)), np.ones((4, 2)))

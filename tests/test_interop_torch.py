@@ -38,13 +38,17 @@ def _module(mode, num_layers, bidirectional, bias, batch_first, input_size, hidd
 def _case(config, seed, dtype=torch.float32):
     """A random module, input and initial state for ``config``."""
     rng = np.random.default_rng(seed)
-    batch, steps, input_size, hidden = (int(v) for v in rng.integers(1, [5, 7, 5, 6], endpoint=True))
+    batch, steps, input_size, hidden = (
+        int(v) for v in rng.integers(1, [5, 7, 5, 6], endpoint=True)
+    )
     module = _module(*config, input_size, hidden, seed, dtype)
     layout = (batch, steps) if config[4] else (steps, batch)
     x = torch.from_numpy(rng.normal(size=(*layout, input_size))).to(dtype)
     dirs = 2 if config[2] else 1
     h0 = torch.from_numpy(rng.normal(size=(config[1] * dirs, batch, hidden))).to(dtype)
-    state0 = (h0, torch.from_numpy(rng.normal(size=h0.shape)).to(dtype)) if config[0] == "LSTM" else h0
+    state0 = (
+        (h0, torch.from_numpy(rng.normal(size=h0.shape)).to(dtype)) if config[0] == "LSTM" else h0
+    )
     lengths = rng.integers(1, steps, size=batch, endpoint=True)
     return module, x, state0, lengths
 
@@ -117,7 +121,9 @@ def test_gradients_match_torch_autograd(config):
     arrays = {name: jnp.asarray(p.detach().numpy()) for name, p in module.named_parameters()}
 
     def jax_loss(arrays, x):
-        out, final = model.apply(_torch.params_from_arrays(spec, arrays), x, initial_state=_jnp(state0))
+        out, final = model.apply(
+            _torch.params_from_arrays(spec, arrays), x, initial_state=_jnp(state0)
+        )
         parts = [out, *jax.tree_util.tree_leaves(final)]
         return sum(jnp.sum(t * jnp.asarray(w.numpy())) for t, w in zip(parts, weights, strict=True))
 
@@ -155,7 +161,11 @@ def test_round_trips(config):
     for name, p in module.named_parameters():
         if name.startswith("weight"):
             np.testing.assert_array_equal(dict(back.named_parameters())[name].detach(), p.detach())
-    assert (back.batch_first, back.bias, back.mode) == (module.batch_first, module.bias, module.mode)
+    assert (back.batch_first, back.bias, back.mode) == (
+        module.batch_first,
+        module.bias,
+        module.mode,
+    )
     with torch.no_grad():
         _assert_tree_close(_np(back(x, state0)), _np(module(x, state0)), "float32", scale=2.0)
 
@@ -190,9 +200,13 @@ def test_errors():
     with pytest.raises(TypeError, match="module must be a torch.nn.RNN.*got LSTMCell"):
         interop.from_torch(torch.nn.LSTMCell(3, 4))
     model, params = interop.from_torch(torch.nn.LSTM(3, 4, num_layers=2))
-    with pytest.raises(ValueError, match=r"initial_state h_0 must have shape \(2, 5, 4\).*got \(1, 5, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"initial_state h_0 must have shape \(2, 5, 4\).*got \(1, 5, 4\)"
+    ):
         jax.jit(model.apply)(params, jnp.ones((6, 5, 3)), initial_state=(jnp.zeros((1, 5, 4)),) * 2)
-    with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size\).*got shape \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(T, B, input_size\).*got shape \(5,\)"
+    ):
         jax.jit(model.apply)(params, jnp.ones((5,)))
     gru_params = _gru_params(np.random.default_rng(0), 3, 4)._replace(b_hn=None)
     with pytest.raises(ValueError, match="b_hn=None \\(reset_after=False\\)"):

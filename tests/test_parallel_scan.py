@@ -99,12 +99,13 @@ def test_float32_default_tolerance_matches_sequential_scan():
     _assert_trees_close((p_final, p_ys), (final, ys), scale=10)
 
 
-@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+@pytest.mark.parametrize("method", ["deer", pytest.param("quasi_deer", marks=pytest.mark.slow)])
 def test_check_grads(method, x64):
     cell = rnnjax.gru(3, param_dtype=jnp.float64)
     params, xs, _ = _inputs(cell, 1, jnp.float64, steps=12)
 
-    @_jit
+    # check_grads nests its own jit, where compiler_options are refused.
+    @jax.jit
     def run(params, xs):
         final, ys, _ = parallel_scan(cell, params, xs, method=method, tol=1e-13)
         return jnp.sum(jnp.cos(ys)) + jnp.sum(final.h)
@@ -136,12 +137,18 @@ def test_chaotic_cell_is_detected_and_falls_back(method):
     cell = _chaotic_cell()
     params, _, _ = _inputs(cell, 0, jnp.float32)
     xs = jax.random.normal(jax.random.key(4), (300, INPUT))
-    final, ys = rnnjax.scan(cell, params, xs)
+    _, ys = rnnjax.scan(cell, params, xs)
     run = _jit(functools.partial(parallel_scan, cell, method=method))
     p_final, p_ys, info = run(params, xs)
     assert not bool(info.converged) and bool(info.fell_back)
     assert not float(info.residual) <= 1e-5
-    _assert_trees_close((p_final, p_ys), (final, ys), scale=1.0)
+    # Chaos amplifies any rounding difference, so after the first steps compare each step of the
+    # returned trajectory with one step of the cell from its own previous state (shadowing).
+    assert_close(p_ys[:20], ys[:20])
+    prev = jnp.concatenate([jnp.zeros((1, cell.hidden_size)), p_ys[:-1]])
+    _, one_step = jax.vmap(cell.step, in_axes=(None, 0, 0))(params, rnnjax.RNNState(prev), xs)
+    assert_close(p_ys, one_step)
+    assert_close(p_final.h, p_ys[-1])
 
 
 def test_chaotic_cell_raises_or_returns_nan():
@@ -154,7 +161,7 @@ def test_chaotic_cell_raises_or_returns_nan():
     assert bool(jnp.all(jnp.isnan(ys))) and bool(jnp.all(jnp.isnan(final.h)))
 
 
-@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+@pytest.mark.parametrize("method", [pytest.param("deer", marks=pytest.mark.slow), "quasi_deer"])
 def test_gradients_after_fallback_match_sequential_scan(method, x64):
     cell = _chaotic_cell(hidden=HIDDEN)
     args = _inputs(cell, 5, jnp.float64, steps=30)

@@ -80,7 +80,11 @@ def _convert_cell(cell, params: Mapping, linen):
             [_kernel(params, "hr"), -_kernel(params, "hz"), _kernel(params, "hn")], axis=-1
         )
         b = jnp.concatenate(
-            [_kernel(params, "ir", "bias"), -_kernel(params, "iz", "bias"), _kernel(params, "in", "bias")]
+            [
+                _kernel(params, "ir", "bias"),
+                -_kernel(params, "iz", "bias"),
+                _kernel(params, "in", "bias"),
+            ]
         )
         return gru(hidden, reset_after=True), GRUParams(w_x, w_h, b, _kernel(params, "hn", "bias"))
     _check_functions(cell, {"activation_fn": ("tanh", "relu", "sigmoid")}, linen)
@@ -91,7 +95,9 @@ def _convert_cell(cell, params: Mapping, linen):
         )
     activation = {linen.tanh: jnp.tanh, linen.relu: jax.nn.relu, linen.sigmoid: jax.nn.sigmoid}
     cell_ = simple_rnn(hidden, activation[cell.activation_fn])
-    return cell_, RNNParams(_kernel(params, "i"), _kernel(params, "h"), _kernel(params, "i", "bias"))
+    return cell_, RNNParams(
+        _kernel(params, "i"), _kernel(params, "h"), _kernel(params, "i", "bias")
+    )
 
 
 def from_flax(module, variables) -> tuple[ConvertedLayer, Any]:

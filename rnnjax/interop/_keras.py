@@ -56,7 +56,7 @@ _PARAMS_CLASS = {RNNParams: "SimpleRNN", LSTMParams: "LSTM", GRUParams: "GRU"}
 
 
 class KerasSpec(NamedTuple):
-    """A Keras layer's class name and ``get_config()``, enough to rebuild it with ``from_config``."""
+    """A Keras layer's class name and ``get_config()``: enough for ``from_config`` to rebuild it."""
 
     class_name: str
     config: dict
@@ -81,7 +81,9 @@ def _cell(class_name: str, config: dict, where: str):
         )
     units = int(config["units"])
     if class_name == "SimpleRNN":
-        return simple_rnn(units, _RNN_ACTIVATIONS[_activation(config, "activation", _RNN_ACTIVATIONS, where)])
+        return simple_rnn(
+            units, _RNN_ACTIVATIONS[_activation(config, "activation", _RNN_ACTIVATIONS, where)]
+        )
     _activation(config, "activation", ("tanh",), where)
     _activation(config, "recurrent_activation", ("sigmoid",), where)
     if class_name == "LSTM":
@@ -167,17 +169,28 @@ def _convert(layer, keras) -> tuple[Any, Any]:
         config = layer.get_config()
         activation = _activation(config, "activation", _DENSE_ACTIVATIONS, where)
         weights = _built_weights(layer)
-        model = dense(int(config["units"]), _DENSE_ACTIVATIONS[activation], use_bias=config["use_bias"])
+        model = dense(
+            int(config["units"]), _DENSE_ACTIVATIONS[activation], use_bias=config["use_bias"]
+        )
         return model, DenseParams(weights[0], weights[1] if config["use_bias"] else None)
     if kind == "Bidirectional":
         forward, backward = layer.forward_layer, layer.backward_layer
+        for inner in (forward, backward):
+            if kinds.get(type(inner)) not in ("SimpleRNN", "LSTM", "GRU"):
+                raise TypeError(
+                    f"{where}: Bidirectional must wrap a Keras SimpleRNN, LSTM or GRU; "
+                    f"got {type(inner).__name__}."
+                )
         f_config, b_config = forward.get_config(), backward.get_config()
         if f_config["go_backwards"] or not b_config["go_backwards"]:
             raise ValueError(
                 f"{where}: expected go_backwards=False on the forward layer and True on the "
                 f"backward layer; got {f_config['go_backwards']} and {b_config['go_backwards']}."
             )
-        cells = [_cell(type(x).__name__, c, where) for x, c in ((forward, f_config), (backward, b_config))]
+        cells = [
+            _cell(type(x).__name__, c, where)
+            for x, c in ((forward, f_config), (backward, b_config))
+        ]
         model = bidirectional(
             *cells,
             merge=_MERGE_MODES[layer.merge_mode],

@@ -53,7 +53,7 @@ _PARAMS_MODE = {LSTMParams: "LSTM", GRUParams: "GRU"}
 
 
 class TorchSpec(NamedTuple):
-    """The options of a ``torch.nn.RNN``/``LSTM``/``GRU``; ``mode`` is torch's own ``module.mode``."""
+    """The options of a ``torch.nn.RNN``/``LSTM``/``GRU``; ``mode`` is torch's ``module.mode``."""
 
     mode: str
     input_size: int
@@ -221,7 +221,9 @@ def _import_torch():
     try:
         import torch
     except ImportError as error:  # pragma: no cover - torch is a dev dependency
-        raise ImportError("rnnjax.interop torch converters need PyTorch: pip install torch") from error
+        raise ImportError(
+            "rnnjax.interop torch converters need PyTorch: pip install torch"
+        ) from error
     return torch
 
 
