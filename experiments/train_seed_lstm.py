@@ -4,10 +4,13 @@ The seed's Keras model ``Sequential([LSTM(100, input_shape=(T, 1)), Dense(1, 'si
 binary classifier of univariate sequences. The problem here is real and ships with scikit-learn,
 so it runs offline: the UCI handwritten digits (1,797 scans of 8x8 pixels), each read pixel by
 pixel as a sequence of ``T = 64`` steps with one feature, labelled 1 for digits 5-9 and 0 for
-digits 0-4. The data are split 80/20 (stratified, fixed seed) and standardised with statistics of
-the training split only (``rnnjax.train.fit_standardizer``). ``rnnjax.train.fit`` trains with Adam
-behind ``clip_by_global_norm(1.0)`` (``rnnjax.train.with_clipping``) on binary cross-entropy,
-logs the pre-clip gradient norm, and stops early on the test loss (restoring the best epoch).
+digits 0-4. The data are split 80/20 into training and test sets (stratified, fixed seed), a
+tenth of the training set is held out for validation, and everything is standardised with
+statistics of the remaining training data only (``rnnjax.train.fit_standardizer``).
+``rnnjax.train.fit`` trains with Adam behind ``clip_by_global_norm(1.0)``
+(``rnnjax.train.with_clipping``) on binary cross-entropy, logs the pre-clip gradient norm, and
+stops early on the validation loss (restoring the best epoch); the test set is used once, at the
+end.
 
     python -m experiments.train_seed_lstm [--quick | --full] [--out DIR]
 """
@@ -35,9 +38,9 @@ MAX_NORM = 1.0
 def load_digit_sequences(limit: int | None = None, seed: int = 0) -> dict:
     """Digits as ``[N, 64, 1]`` float32 pixel sequences with labels ``[N, 1]`` (1.0 for 5-9).
 
-    Returns ``x_train, y_train, x_test, y_test`` (standardised with the training split's mean
-    and standard deviation); ``limit`` keeps the first ``limit`` training and ``limit // 4``
-    test examples.
+    Returns ``x_train, y_train, x_val, y_val, x_test, y_test`` (standardised with the training
+    split's mean and standard deviation); ``limit`` keeps the first ``limit`` training and
+    ``limit // 4`` validation and test examples.
     """
     from sklearn.datasets import load_digits
 
@@ -51,13 +54,21 @@ def load_digit_sequences(limit: int | None = None, seed: int = 0) -> dict:
         train_index.extend(members[:cut])
         test_index.extend(members[cut:])
     train_index, test_index = rng.permutation(train_index), rng.permutation(test_index)
+    held_out = len(train_index) // 10
+    val_index, train_index = train_index[:held_out], train_index[held_out:]
     if limit is not None:
-        train_index, test_index = train_index[:limit], test_index[: max(limit // 4, 1)]
+        small = max(limit // 4, 1)
+        train_index, val_index, test_index = (
+            train_index[:limit],
+            val_index[:small],
+            test_index[:small],
+        )
     scaler = train.fit_standardizer(pixels[train_index].reshape(-1, 1))
     x = train.standardize(pixels.reshape(-1, 1), scaler).reshape(len(pixels), 64, 1)
     y = (labels >= 5).astype(np.float32)[:, None]
     return {
         "x_train": x[train_index], "y_train": y[train_index],
+        "x_val": x[val_index], "y_val": y[val_index],
         "x_test": x[test_index], "y_test": y[test_index],
     }  # fmt: skip
 
@@ -87,7 +98,7 @@ def run(config: dict, out_dir) -> dict:
     result = train.fit(
         loss_fn, params, optimizer, (data["x_train"], data["y_train"]),
         epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
-        eval_fn=eval_fn, eval_data=test, patience=config["patience"],
+        eval_fn=eval_fn, eval_data=(data["x_val"], data["y_val"]), patience=config["patience"],
         progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),
     )  # fmt: skip
     final = train.evaluate(train.make_eval_step(eval_fn), result.params, test, 256)
@@ -103,6 +114,7 @@ def run(config: dict, out_dir) -> dict:
         "max_pre_clip_grad_norm": max(h["grad_norm_max"] for h in history),
         "clipped_epochs": sum(h["grad_norm_max"] > MAX_NORM for h in history),
         "train_examples": len(data["x_train"]),
+        "validation_examples": len(data["x_val"]),
         "test_examples": len(data["x_test"]),
         "history": history,
     }
@@ -110,7 +122,8 @@ def run(config: dict, out_dir) -> dict:
     _common.save_figure(plot(history), out_dir, "training.png")
     _common.write_summary(out_dir, "The seed's LSTM(100) + Dense(1, sigmoid), trained", [
         f"Digits 5-9 vs 0-4, read pixel by pixel (T = 64, one feature); "
-        f"{results['train_examples']} training and {results['test_examples']} test sequences.",
+        f"{results['train_examples']} training, {results['validation_examples']} validation "
+        f"(early stopping) and {results['test_examples']} test sequences.",
         "",
         f"* test accuracy **{final['accuracy']:.3f}** (majority class "
         f"{results['majority_accuracy']:.3f}), test loss {final['loss']:.3f}, best epoch "
@@ -130,8 +143,8 @@ def plot(history: list[dict]):
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     left.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    left.plot(epochs, [h["eval_loss"] for h in history], "s-", label="test loss")
-    left.plot(epochs, [h["eval_accuracy"] for h in history], "^-", label="test accuracy")
+    left.plot(epochs, [h["eval_loss"] for h in history], "s-", label="validation loss")
+    left.plot(epochs, [h["eval_accuracy"] for h in history], "^-", label="validation accuracy")
     left.set_xlabel("epoch")
     left.legend()
     right.plot(epochs, [h["grad_norm"] for h in history], "o-", label="mean pre-clip norm")

@@ -122,10 +122,12 @@ def test_copy_task_data_and_baseline():
     assert float(loss) == pytest.approx(long_dependencies.baseline("copy", length), rel=1e-5)
 
 
-def test_long_dependencies_tiny_run(tmp_path):
+def test_long_dependencies_tiny_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(long_dependencies, "CELLS", ("lstm",))  # one compilation per task
     config = dict(long_dependencies.SIZES["quick"], seed=0, train_steps=60)
     results = long_dependencies.run(config, tmp_path)
     lstm = results["adding"]["lstm"][5]
+    assert lstm["baseline"] == pytest.approx(1.0 / 6.0)
     assert np.all(np.isfinite(lstm["test_loss"]))
     assert np.all(np.isfinite(lstm["trained_decay_rate"]))
     curve = results["copy"]["lstm"][5]["loss_curve_mean"]

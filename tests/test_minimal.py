@@ -1,5 +1,9 @@
 """``min_gru`` / ``min_lstm``: a NumPy reading of Feng et al. (2024), and the log-space associative
-scan against the sequential ``rnnjax.scan`` of the same cell."""
+scan against the sequential ``rnnjax.scan`` of the same cell.
+
+Runs are jitted (XLA backend optimisations off) and reused across seeds: eager associative scans
+dispatch and compile hundreds of small ops.
+"""
 
 import functools
 
@@ -15,6 +19,7 @@ from rnnjax._parallel_scan import parallel_scan
 from tests.tolerances import assert_close
 
 HIDDEN, INPUT = 6, 3
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 CELLS = {"min_gru": min_gru, "min_lstm": min_lstm}
 
 
@@ -63,10 +68,13 @@ def test_step_matches_numpy_reference(name, x64):
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_parallel_equals_sequential_across_seeds(name, reverse, x64):
+    cell = CELLS[name](HIDDEN)
+    sequential = _jit(functools.partial(rnnjax.scan, cell, reverse=reverse))
+    parallel = _jit(functools.partial(parallel_minimal_scan, cell, reverse=reverse))
     for seed in range(3):
-        cell, params, xs, h0 = _setup(name, seed, 257, jnp.float64, scale=3.0)
-        final, ys = rnnjax.scan(cell, params, xs, initial_state=h0, reverse=reverse)
-        p_final, p_ys = parallel_minimal_scan(cell, params, xs, initial_state=h0, reverse=reverse)
+        _, params, xs, h0 = _setup(name, seed, 100, jnp.float64, scale=3.0)
+        final, ys = sequential(params, xs, initial_state=h0)
+        p_final, p_ys = parallel(params, xs, initial_state=h0)
         assert_close(p_ys, ys, scale=100)
         assert_close(p_final.h, final.h, scale=100)
 
@@ -75,8 +83,8 @@ def test_parallel_equals_sequential_across_seeds(name, reverse, x64):
 def test_float32_long_sequence_stays_finite_and_equal(name):
     # Gates near 0/1 over 4096 steps: the products A_t underflow; log space must still be exact.
     cell, params, xs, h0 = _setup(name, 1, 4096, scale=10.0)
-    final, ys = jax.jit(functools.partial(rnnjax.scan, cell))(params, xs, initial_state=h0)
-    p_final, p_ys = jax.jit(functools.partial(parallel_minimal_scan, cell))(
+    final, ys = _jit(functools.partial(rnnjax.scan, cell))(params, xs, initial_state=h0)
+    p_final, p_ys = _jit(functools.partial(parallel_minimal_scan, cell))(
         params, xs, initial_state=h0
     )
     assert bool(jnp.all(jnp.isfinite(p_ys)))
@@ -85,19 +93,19 @@ def test_float32_long_sequence_stays_finite_and_equal(name):
 
 @pytest.mark.parametrize("name", CELLS)
 def test_gradients_match_sequential_and_check_grads(name, x64):
-    cell, params, xs, h0 = _setup(name, 2, 33, jnp.float64)
+    cell, params, xs, h0 = _setup(name, 2, 9, jnp.float64)
 
     def loss(runner, params, xs, h0):
         final, ys = runner(cell, params, xs, initial_state=h0)
         return jnp.sum(jnp.sin(ys)) + jnp.sum(final.h**2)
 
     args = (params, xs, h0)
-    grads = jax.grad(functools.partial(loss, rnnjax.scan), argnums=(0, 1, 2))(*args)
-    p_loss = functools.partial(loss, parallel_minimal_scan)
+    grads = _jit(jax.grad(functools.partial(loss, rnnjax.scan), argnums=(0, 1, 2)))(*args)
+    # check_grads nests its own jit, where compiler_options are refused.
+    p_loss = jax.jit(functools.partial(loss, parallel_minimal_scan))
     p_grads = jax.grad(p_loss, argnums=(0, 1, 2))(*args)
-    for p_leaf, leaf in zip(
-        jax.tree_util.tree_leaves(p_grads), jax.tree_util.tree_leaves(grads), strict=True
-    ):
+    leaves = zip(jax.tree_util.tree_leaves(p_grads), jax.tree_util.tree_leaves(grads), strict=True)
+    for p_leaf, leaf in leaves:
         assert_close(p_leaf, leaf, scale=100)
     check_grads(p_loss, args, order=2, modes=["fwd", "rev"])
 
@@ -105,16 +113,16 @@ def test_gradients_match_sequential_and_check_grads(name, x64):
 def test_vmap_over_a_batch():
     cell, params, _, _ = _setup("min_gru", 3, 1)
     xs = jax.random.normal(jax.random.key(7), (4, 50, INPUT))
-    _, ys = jax.vmap(lambda x: rnnjax.scan(cell, params, x))(xs)
-    _, p_ys = jax.vmap(lambda x: parallel_minimal_scan(cell, params, x))(xs)
+    _, ys = _jit(jax.vmap(lambda x: rnnjax.scan(cell, params, x)))(xs)
+    _, p_ys = _jit(jax.vmap(lambda x: parallel_minimal_scan(cell, params, x)))(xs)
     assert_close(p_ys, ys, scale=10)
 
 
 @pytest.mark.parametrize("name", CELLS)
 def test_deer_solves_a_linear_recurrence_in_one_iteration(name, x64):
     cell, params, xs, h0 = _setup(name, 4, 64, jnp.float64)
-    _, ys = parallel_minimal_scan(cell, params, xs, initial_state=h0)
-    _, d_ys, info = parallel_scan(cell, params, xs, initial_state=h0)
+    _, ys = _jit(functools.partial(parallel_minimal_scan, cell))(params, xs, initial_state=h0)
+    _, d_ys, info = _jit(functools.partial(parallel_scan, cell))(params, xs, initial_state=h0)
     assert int(info.iterations) == 1 and bool(info.converged)
     assert_close(d_ys, ys, scale=100)
 

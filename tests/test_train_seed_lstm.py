@@ -12,7 +12,7 @@ def test_data_are_standardised_binary_pixel_sequences():
     assert data["x_train"].shape == (64, 64, 1) and data["y_train"].shape == (64, 1)
     assert set(np.unique(data["y_train"])) == {0.0, 1.0}
     full = train_seed_lstm.load_digit_sequences()
-    assert len(full["x_train"]) + len(full["x_test"]) == 1797
+    assert len(full["x_train"]) + len(full["x_val"]) + len(full["x_test"]) == 1797
     assert (
         abs(float(full["x_train"].mean())) < 1e-4 and abs(float(full["x_train"].std()) - 1) < 1e-3
     )

@@ -38,7 +38,7 @@ from experiments.applications import parse_args
 from experiments.applications._seq2seq import DECODERS, seq2seq
 
 SIZES = {
-    "quick": {"num_train": 6000, "num_test": 1000, "hidden_size": 32, "epochs": 6},
+    "quick": {"num_train": 4000, "num_test": 1000, "hidden_size": 32, "epochs": 6},
     "default": {"num_train": 20000, "num_test": 2000, "hidden_size": 64, "epochs": 10},
     "full": {"num_train": 50000, "num_test": 5000, "hidden_size": 128, "epochs": 20},
 }

@@ -48,19 +48,19 @@ def _jax_runner(apply, params, x) -> Runner:
     return Runner(forward, forward_backward, {"forward": forward_s, "forward_backward": backward_s})
 
 
-def _rnnjax_cell(cell: str, hidden: int):
-    if cell == "gru":
-        return rnnjax.gru(hidden, reset_after=True)
-    return getattr(rnnjax, cell)(hidden)
-
-
-def rnnjax_runner(cell, x, hidden, *, plain=False, remat=False) -> Runner:
-    """``rnnjax.rnn`` as a user writes it; ``plain`` wraps ``recur`` so the scan takes the
-    step-by-step autodiff path (the ablation of ``rnnjax._fused``)."""
-    core = _rnnjax_cell(cell, hidden)
+def rnnjax_cell(cell: str, hidden: int, *, plain: bool = False) -> rnnjax.Cell:
+    """The rnnjax cell as a user builds it; ``plain`` wraps ``recur`` so ``rnnjax.scan`` takes
+    the step-by-step autodiff path instead of ``rnnjax._fused`` (the ablation of the fast path)."""
+    core = rnnjax.gru(hidden, reset_after=True) if cell == "gru" else getattr(rnnjax, cell)(hidden)
     if plain:
         recur = core.recur
         core = core._replace(recur=lambda params, state, projected: recur(params, state, projected))
+    return core
+
+
+def rnnjax_runner(cell, x, hidden, *, plain=False, remat=False) -> Runner:
+    """``rnnjax.rnn(cell, return_sequences=True)`` applied to the batch, jitted."""
+    core = rnnjax_cell(cell, hidden, plain=plain)
     layer = rnnjax.rnn(core, return_sequences=True, remat=remat)
     params = layer.init(jax.random.key(0), x.shape[1:])
     return _jax_runner(layer.apply, params, jnp.asarray(x))

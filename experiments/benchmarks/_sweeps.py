@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax
 from experiments._common import progress
 from experiments.benchmarks import _competitors, _timing
 
@@ -80,11 +81,8 @@ def linearity(rows: list[dict]) -> dict:
 
 def _bptt_memory(cell, batch, steps, inputs, hidden, remat, plain=False):
     """Compiled temporaries and outputs of ``grad(sum(rnn(x)))`` in bytes, without running it."""
-    core = _competitors._rnnjax_cell(cell, hidden)
-    if plain:
-        recur = core.recur
-        core = core._replace(recur=lambda params, state, projected: recur(params, state, projected))
-    layer = __import__("rnnjax").rnn(core, return_sequences=True, remat=remat)
+    core = _competitors.rnnjax_cell(cell, hidden, plain=plain)
+    layer = rnnjax.rnn(core, return_sequences=True, remat=remat)
     shape = jax.ShapeDtypeStruct((batch, steps, inputs), jnp.float32)
     params = jax.eval_shape(lambda: layer.init(jax.random.key(0), (steps, inputs)))
 

@@ -1,0 +1,192 @@
+"""Benchmark rnnjax against PyTorch, Flax and Equinox (and cuDNN on a GPU).
+
+``python -m experiments.benchmarks [--quick | --full] [--device cpu|gpu] [--out DIR]`` writes
+``results.json``, ``comparisons.csv``, ``sweeps.csv``, ``memory.csv``, ``sweeps.png`` and
+``summary.md`` (the markdown of ``python -m experiments.benchmarks.report``) under
+``experiments/results/benchmarks/``.
+"""
+
+import csv
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from experiments._common import parse_args, pick_size, progress, save_figure, write_json
+from experiments._common import write_summary
+from experiments.benchmarks import _competitors, _sweeps, _timing, report
+
+logger = logging.getLogger("experiments.benchmarks")
+
+PAPER_SHAPES = [{"B": 64, "T": 100, "D": 32, "H": 256}, {"B": 16, "T": 1000, "D": 64, "H": 512}]
+CELLS = ["lstm", "gru", "simple_rnn"]
+
+SIZES = {
+    "tiny": {  # the smoke test's size (tests/test_benchmarks.py)
+        "shapes": [{"B": 2, "T": 5, "D": 3, "H": 4}], "cells": CELLS, "rounds": 2,
+        "gemm_size": 64, "gemm_rounds": 2, "sweep_cell": "lstm",
+        "sweep_frameworks": ["rnnjax", "torch"], "sweep_rounds": 1,
+        "sweep_base": {"B": 2, "T": 4, "D": 3, "H": 4},
+        "sweeps": {"T": [2, 4, 8], "B": [1, 2], "H": [4, 8]},
+        "memory_shape": {"B": 2, "T": 16, "D": 3, "H": 4},
+    },
+    "quick": {
+        "shapes": PAPER_SHAPES[:1], "cells": CELLS, "rounds": 7,
+        "gemm_size": 1024, "gemm_rounds": 5, "sweep_cell": "lstm",
+        "sweep_frameworks": ["rnnjax", "torch"], "sweep_rounds": 3,
+        "sweep_base": {"B": 16, "T": 100, "D": 32, "H": 128},
+        "sweeps": {"T": [10, 100, 1000], "B": [1, 16, 128], "H": [64, 256]},
+        "memory_shape": {"B": 16, "T": 4096, "D": 32, "H": 128},
+    },
+    "default": {
+        "shapes": PAPER_SHAPES, "cells": CELLS, "rounds": 11,
+        "gemm_size": 2048, "gemm_rounds": 7, "sweep_cell": "lstm",
+        "sweep_frameworks": ["rnnjax", "torch", "flax"], "sweep_rounds": 5,
+        "sweep_base": {"B": 16, "T": 100, "D": 32, "H": 128},
+        "sweeps": {"T": [10, 100, 1000, 10000], "B": [1, 8, 64, 512], "H": [64, 256, 1024]},
+        "memory_shape": {"B": 64, "T": 4096, "D": 32, "H": 256},
+    },
+    "full": {
+        "shapes": PAPER_SHAPES, "cells": CELLS, "rounds": 21,
+        "gemm_size": 2048, "gemm_rounds": 11, "sweep_cell": "lstm",
+        "sweep_frameworks": ["rnnjax", "torch", "flax"], "sweep_rounds": 7,
+        "sweep_base": {"B": 16, "T": 100, "D": 32, "H": 128},
+        "sweeps": {
+            "T": [10, 30, 100, 300, 1000, 3000, 10000], "B": [1, 4, 16, 64, 256, 512],
+            "H": [64, 128, 256, 512, 1024],
+        },
+        "memory_shape": {"B": 64, "T": 4096, "D": 32, "H": 256},
+    },
+}  # fmt: skip
+
+
+def check_device(device: str) -> None:
+    """Raise ``SystemExit`` with the reason when ``device`` is not usable here."""
+    if device == "cpu":
+        return
+    if device != "gpu":
+        raise SystemExit(f"--device must be 'cpu' or 'gpu'; got {device!r}.")
+    import torch
+
+    if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device gpu needs a CUDA GPU visible to both JAX and PyTorch; JAX's backend is "
+            f"{jax.default_backend()!r} and torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}. Install jax[cuda12] and a CUDA torch, or use "
+            f"--device cpu."
+        )
+
+
+def compare(config: dict, device: str, gemm_gflops: float) -> list[dict]:
+    """Every framework on every shape and cell, forward and forward+backward, interleaved."""
+    frameworks = _competitors.GPU_FRAMEWORKS if device == "gpu" else _competitors.CPU_FRAMEWORKS
+    rows = []
+    for shape in config["shapes"]:
+        x = np.random.default_rng(0).standard_normal(
+            (shape["B"], shape["T"], shape["D"]), np.float32
+        )
+        for cell in progress(config["cells"], f"compare {shape}"):
+            runners = {}
+            for name in frameworks:
+                runner = _competitors.build(name, cell, x, shape["H"], device)
+                if runner is not None:
+                    runners[name] = runner
+            calls = {
+                (name, mode): getattr(runner, mode)
+                for name, runner in runners.items()
+                for mode in ("forward", "forward_backward")
+            }
+            times = _timing.interleaved(calls, config["rounds"])
+            for (name, mode), stats in times.items():
+                work = _timing.flops(cell, shape["B"], shape["T"], shape["D"], shape["H"], mode)
+                gflops = work / (1e-3 * stats["median_ms"]) / 1e9
+                rows.append({
+                    "framework": name, "cell": cell, "mode": mode, **shape, **stats,
+                    "compile_s": runners[name].compile_s[mode], "gflops": gflops,
+                    "gemm_fraction": gflops / gemm_gflops,
+                })  # fmt: skip
+                logger.info(
+                    "%-13s %-10s %-16s %s %9.2f ms %7.1f GFLOP/s (%.0f%% of GEMM)",
+                    name, cell, mode, shape, stats["median_ms"], gflops, 100 * gflops / gemm_gflops,
+                )  # fmt: skip
+    _add_ratios(rows)
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """``speedup_vs_X = X's median / this row's median`` (> 1: faster than X), same shape/mode."""
+
+    def key(row):
+        return (row["cell"], row["mode"], row["B"], row["T"], row["D"], row["H"])
+
+    medians = {(row["framework"],) + key(row): row["median_ms"] for row in rows}
+    for row in rows:
+        for other in ("torch", "torch_cudnn", "flax", "rnnjax_plain", "jax_cudnn"):
+            reference = medians.get((other,) + key(row))
+            if reference is not None:
+                row[f"speedup_vs_{other}"] = reference / row["median_ms"]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    fields = list(dict.fromkeys(field for row in rows for field in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plot(sweeps: dict, out_dir: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes_names = list(sweeps["rows"])
+    fig, axes = plt.subplots(1, len(axes_names), figsize=(4.5 * len(axes_names), 3.6))
+    for ax, axis in zip(np.atleast_1d(axes), axes_names, strict=True):
+        rows = sweeps["rows"][axis]
+        for name in sorted({row["framework"] for row in rows}):
+            points = sorted((row[axis], row["median_ms"]) for row in rows if row["framework"] == name)
+            ax.loglog(*zip(*points, strict=True), marker="o", label=name)
+        ax.set_xlabel(axis)
+        ax.set_ylabel("forward+backward (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("LSTM forward+backward time (log-log; slope 1 in T = linear cost)")
+    save_figure(fig, out_dir, "sweeps.png")
+
+
+def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
+    """Run the benchmark of ``config`` on ``device`` and write its files to ``out_dir``."""
+    check_device(device)
+    import torch
+
+    torch.set_num_threads(_timing.cores())
+    results = {"config": config, "device": device, "machine": _timing.machine()}
+    results["gemm"] = _timing.gemm_rate(config["gemm_size"], config["gemm_rounds"], device)
+    results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
+    results["sweeps"] = _sweeps.sweep(config, device)
+    results["memory"] = _sweeps.memory(config)
+    out_dir = Path(out_dir)
+    path = write_json(out_dir, results)
+    _write_csv(out_dir / "comparisons.csv", results["comparisons"])
+    _write_csv(out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows])
+    _write_csv(out_dir / "memory.csv", results["memory"])
+    _plot(results["sweeps"], out_dir)
+    write_summary(out_dir, "Benchmarks", report.markdown(results))
+    logger.info("wrote %s", path)
+    return results
+
+
+def main(argv=None):
+    args = parse_args(
+        "benchmarks",
+        __doc__,
+        argv,
+        extra=lambda parser: parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu"),
+    )
+    run(pick_size(SIZES, args), args.out, args.device)
+
+
+if __name__ == "__main__":
+    main()

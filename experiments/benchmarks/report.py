@@ -1,0 +1,122 @@
+"""Print the README's benchmark section from a results file.
+
+``python -m experiments.benchmarks.report [results.json]`` (default:
+``experiments/results/benchmarks/results.json``) prints markdown: the machine, the GEMM rate, one
+table per shape with forward and forward+backward times, GFLOP/s and the speedups over PyTorch,
+Flax and the plain-autodiff rnnjax, then the linear-in-T check and peak BPTT memory.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from experiments._common import RESULTS, markdown_table
+
+DEFAULT = RESULTS / "benchmarks" / "results.json"
+
+
+def _machine_line(results: dict) -> str:
+    machine = results["machine"]
+    versions = machine["versions"]
+    stamp = results.get("stamp", {})
+    load = machine.get("load_average")
+    load_text = f", load average {load[0]:.1f} at start" if load else ""
+    return (
+        f"{machine['cpu_model']} ({machine['cores']} cores{load_text}; "
+        f"{' '.join(machine['cpu_flags'][:4])}), device {results['device']}; jax {versions['jax']}, "
+        f"torch {versions['torch']} ({machine['torch_threads']} threads), flax {versions['flax']}, "
+        f"equinox {versions['equinox']}. Command: `{stamp.get('command', '?')}`, "
+        f"commit {stamp.get('git_commit')}, {stamp.get('utc')}."
+    )
+
+
+def _speedup(row, other):
+    value = row.get(f"speedup_vs_{other}")
+    return f"{value:.2f}x" if value is not None else ""
+
+
+def comparison_tables(rows: list[dict]) -> list[str]:
+    """One table per shape: rows are (cell, framework), columns forward and forward+backward."""
+    lines = []
+    shapes = sorted({(r["B"], r["T"], r["D"], r["H"]) for r in rows})
+    for shape in shapes:
+        lines.append(f"\n**B={shape[0]}, T={shape[1]}, D={shape[2]}, H={shape[3]}** "
+                     "(median ms; speedup = other's time / this time)\n")  # fmt: skip
+        table = []
+        for row in rows:
+            if (row["B"], row["T"], row["D"], row["H"]) != shape or row["mode"] != "forward":
+                continue
+            backward = next(
+                r for r in rows
+                if r["framework"] == row["framework"] and r["cell"] == row["cell"]
+                and r["mode"] == "forward_backward" and (r["B"], r["T"], r["D"], r["H"]) == shape
+            )  # fmt: skip
+            table.append([
+                row["cell"], row["framework"],
+                f"{row['median_ms']:.1f}", f"{row['gflops']:.0f} ({100 * row['gemm_fraction']:.0f}%)",
+                _speedup(row, "torch"), _speedup(row, "flax"),
+                f"{backward['median_ms']:.1f}",
+                f"{backward['gflops']:.0f} ({100 * backward['gemm_fraction']:.0f}%)",
+                _speedup(backward, "torch"), _speedup(backward, "flax"),
+                _speedup(backward, "rnnjax_plain"),
+            ])  # fmt: skip
+        header = [
+            "cell", "framework", "fwd ms", "fwd GFLOP/s (of GEMM)", "fwd vs torch", "fwd vs flax",
+            "fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd vs torch", "fwd+bwd vs flax",
+            "fwd+bwd vs plain rnnjax",
+        ]  # fmt: skip
+        lines.append(markdown_table(header, table))
+    return lines
+
+
+def linearity_table(sweeps: dict) -> list[str]:
+    rows = [
+        [name, f"{v['ms_per_step']:.3f}", f"{v['per_step_ratio_longest_to_middle']:.2f}",
+         f"{v['T_middle']} -> {v['T_longest']}"]
+        for name, v in sweeps["linearity"].items()
+    ]  # fmt: skip
+    header = ["framework", "ms per step (fit)", "per-step cost ratio", "T"]
+    return [
+        "\nLinear cost in T (LSTM forward+backward; a ratio near 1 is linear, a quadratic scan "
+        "would grow it with T):\n",
+        markdown_table(header, rows),
+    ]
+
+
+def memory_table(rows: list[dict]) -> list[str]:
+    table = [
+        [r["cell"], r["variant"], f"B={r['B']} T={r['T']} H={r['H']}",
+         f"{r['peak_bytes'] / 2**20:.1f}", f"{r['peak_bytes'] / r['state_history_bytes']:.2f}"]
+        for r in rows
+    ]  # fmt: skip
+    header = ["cell", "BPTT variant", "shape", "peak MiB", "x state history"]
+    return [
+        "\nPeak memory of one forward+backward (compiled temporaries + outputs; `default` is the "
+        "fused path, `plain` step-by-step autodiff, `remat` `rnn(..., remat=True)`):\n",
+        markdown_table(header, table),
+    ]
+
+
+def markdown(results: dict) -> str:
+    """The benchmark section as markdown."""
+    gemm = results["gemm"]
+    lines = [
+        _machine_line(results),
+        f"\nLarge GEMM ({gemm['size']}^2 float32): XLA {gemm['jax_gflops']:.0f} GFLOP/s, "
+        f"PyTorch {gemm['torch_gflops']:.0f} GFLOP/s; percentages below are of the larger. "
+        "FLOPs counted as 2 B T (D + H) G H forward and 3x that forward+backward.",
+    ]
+    lines += comparison_tables(results["comparisons"])
+    lines += linearity_table(results["sweeps"])
+    lines += memory_table(results["memory"])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0]) if argv else DEFAULT
+    print(markdown(json.loads(path.read_text())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Smoke tests of experiments/applications at tiny sizes: each checks a property that can fail
+for the right reason (a model beats its baseline, a loss falls, padding is ignored, generated
+data mean what they say)."""
+
+import datetime
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.applications import char_lm, dates_seq2seq, digits, ecg, forecasting
+from experiments.applications._seq2seq import seq2seq
+
+os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
+
+
+def test_forecasting_windows_and_baselines():
+    series = np.sin(2 * np.pi * np.arange(60) / 12) + 0.1 * np.arange(60)
+    inputs, targets, anchors = forecasting.windows(series, np.array([0, 5]), 12, 4)
+    assert inputs.shape == (2, 12, 1) and targets.shape == (2, 4) and np.all(inputs[:, -1] == 0)
+    np.testing.assert_allclose(targets[1] + anchors[1], series[17:21])
+    seasonal = np.sin(2 * np.pi * np.arange(60) / 12)
+    origins = np.array([30, 40])
+    forecasts = forecasting.baselines(seasonal, origins, 15, 12)
+    np.testing.assert_allclose(forecasts["seasonal_naive"], seasonal[origins[:, None] + np.arange(15)],
+                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(forecasts["persistence"][:, 3], seasonal[origins - 1])
+
+
+def test_forecasting_gru_beats_persistence_on_a_noisy_cycle():
+    rng = np.random.default_rng(0)
+    series = np.sin(2 * np.pi * np.arange(400) / 10) + 0.05 * rng.standard_normal(400)
+    x, y, _ = forecasting.windows(series, np.arange(0, 300), 20, 5)
+    x_test, _, anchors = forecasting.windows(series, np.arange(320, 375, 5), 20, 5)
+    config = {"hidden_size": 16, "epochs": 8, "batch_size": 32, "learning_rate": 1e-2}
+    model, params, history = forecasting.train_model("gru", x.astype(np.float32),
+                                                     y.astype(np.float32), config, 0)  # fmt: skip
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    actual = series[np.arange(340, 395, 5)[:, None] + np.arange(5)[None, :]]
+    predicted = np.asarray(model.apply(params, x_test.astype(np.float32))) + anchors
+    persistence = np.repeat(anchors, 5, axis=1)
+    assert forecasting.rmse(predicted, actual)["rmse"] < 0.5 * forecasting.rmse(persistence, actual)["rmse"]
+
+
+def test_digits_rows_gru_beats_chance():
+    data = digits.load(0)
+    accuracy, history = digits.train_classifier(
+        digits.CELLS["gru"](16), digits.as_sequence(data["x_train"][:512], "rows"),
+        data["y_train"][:512], digits.as_sequence(data["x_test"][:256], "rows"),
+        data["y_test"][:256], epochs=4, batch_size=32, seed=0,
+    )  # fmt: skip
+    assert digits.as_sequence(data["x_test"], "pixels").shape[1:] == (64, 1)
+    assert accuracy > 0.5  # chance is 0.1
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_char_lm_corpus_baselines_and_sampling():
+    text = char_lm.corpus(20_000)
+    assert len(text) == 20_000 and all(c == "\n" or " " <= c <= "~" for c in text)
+    ids = np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64)
+    bits = char_lm.ngram_bits(ids[:15_000], ids[15_000:], 128)
+    assert 3.0 < bits["bigram"] < bits["unigram"] < 7.0  # English: ~4.4 unigram bits
+    inputs, targets = char_lm.windows(ids[:101], 10)
+    assert inputs.shape == (10, 10) and np.all(inputs[:, 1:] == targets[:, :-1])
+
+    model, cell = char_lm.language_model(5, 8)
+    params = model.init(jax.random.key(0), (10,))
+    bias = jnp.array([0.0, 0.0, 3.0, 0.0, 0.0])
+    params = (params[0], params[1], params[2]._replace(w=jnp.zeros_like(params[2].w), b=bias))
+    cold = char_lm.sample(params, cell, np.array([1, 2]), 50, 0.05, jax.random.key(1))
+    hot = char_lm.sample(params, cell, np.array([1, 2]), 400, 1.0, jax.random.key(1))
+    assert np.all(np.asarray(cold) == 2)
+    share = np.mean(np.asarray(hot) == 2)  # softmax([0, 0, 3, 0, 0])[2] = 0.834
+    assert 0.77 < share < 0.9
+
+
+def test_ecg_generator_and_padding_invariance():
+    rng = np.random.default_rng(0)
+    signals = [ecg.synthetic_ecg(rng, label) for label in (0, 1, 0, 1)]
+    assert all(3 * ecg.SAMPLE_RATE <= len(s) <= 5 * ecg.SAMPLE_RATE for s in signals)
+    assert max(np.max(s) for s in signals) > 0.6  # R peaks are there
+    x, lengths, labels = ecg.make_dataset(6, 0)
+    assert x.shape[2] == 2 and sorted(np.unique(labels)) == [0.0, 1.0]
+    model = ecg.classifier(8)
+    params = model.init(jax.random.key(0), x.shape[1:])
+    padded = model.apply(params, x, lengths)
+    garbage = np.where(np.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 7.0)
+    np.testing.assert_allclose(model.apply(params, garbage, lengths), padded, atol=1e-5)
+    one = model.apply(params, x[:1, : lengths[0]], lengths[:1])
+    np.testing.assert_allclose(one, padded[:1], atol=1e-5)
+
+
+def test_dates_spelling_and_disjoint_split():
+    assert dates_seq2seq.ordinal_word(21) == "twenty-first"
+    assert dates_seq2seq.ordinal_word(30) == "thirtieth"
+    assert [dates_seq2seq.ordinal_number(d) for d in (1, 2, 3, 11, 12, 22, 31)] == [
+        "1st", "2nd", "3rd", "11th", "12th", "22nd", "31st"]  # fmt: skip
+    date = datetime.date(1998, 5, 3)
+    assert dates_seq2seq.spell(date, 2) == "the 3rd of may 1998"
+    assert dates_seq2seq.spell(date, 4) == "sunday 3 may 1998"
+    train_pairs = dates_seq2seq.date_pairs(200, 0)
+    test_pairs = dates_seq2seq.date_pairs(50, 1, exclude={d for _, _, d in train_pairs})
+    assert not {d for _, _, d in test_pairs} & {d for _, _, d in train_pairs}
+    assert all(datetime.date.fromisoformat(iso) == d for _, iso, d in train_pairs)
+
+
+@pytest.mark.parametrize("kind", ["luong"])
+def test_dates_attention_decoder_learns_and_masks(kind):
+    pairs = dates_seq2seq.date_pairs(256, 0)
+    inputs, lengths, targets = dates_seq2seq.encode(pairs)
+    config = {"hidden_size": 16, "epochs": 3, "seed": 0, "batch_size": 32}
+    model, params, history = dates_seq2seq.train_decoder(kind, {"train": (inputs, lengths, targets)},
+                                                         config)  # fmt: skip
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    ids, weights = model.greedy(params, inputs[:4], lengths[:4])
+    assert ids.shape == (4, 10) and weights.shape == (4, 10, inputs.shape[1])
+    for row in range(4):
+        assert np.all(np.asarray(weights[row, :, lengths[row] :]) == 0)
+        np.testing.assert_allclose(np.asarray(weights[row]).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_seq2seq_rejects_unknown_decoder():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        seq2seq("transformer", 10, 10, 8, start_id=0)
