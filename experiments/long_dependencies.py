@@ -190,6 +190,7 @@ def plot(results: dict, lengths):
         ax.axhline(1.0, color="k", linestyle="--", label="baseline")
         ax.axhline(SUCCESS_RATIO, color="k", linestyle=":", label="success")
         ax.set_yscale("log")
+        ax.set_xticks(lengths)
         ax.set_xlabel("T (steps to remember)")
         ax.set_ylabel("test loss / baseline")
         ax.set_title(f"{task}: baseline {'MSE 0.167' if task == 'adding' else '10 log 8/(T+20)'}")
@@ -206,6 +207,7 @@ def plot(results: dict, lengths):
                 linestyle="-" if task == "adding" else "--",
                 label=f"{name}, {task}",
             )
+    axes[2].set_xticks(lengths)
     axes[2].set_xlabel("T")
     axes[2].set_ylabel("fitted rate of ||d s_T / d s_k|| (per step)")
     axes[2].set_title("Jacobian decay of the trained models")

@@ -107,7 +107,7 @@ def test_gradients_match_sequential_and_check_grads(name, x64):
     leaves = zip(jax.tree_util.tree_leaves(p_grads), jax.tree_util.tree_leaves(grads), strict=True)
     for p_leaf, leaf in leaves:
         assert_close(p_leaf, leaf, scale=100)
-    check_grads(p_loss, args, order=2, modes=["fwd", "rev"])
+    check_grads(p_loss, args, order=1, modes=["fwd", "rev"])
 
 
 def test_vmap_over_a_batch():

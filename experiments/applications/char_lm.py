@@ -154,7 +154,9 @@ def run(config: dict, out_dir) -> dict:
     samples = {}
     for temperature in TEMPERATURES:
         key = jax.random.key(config["seed"] + int(100 * temperature))
-        tokens = sample(result.params, cell, prompt, config.get("sample_length", 300), temperature, key)
+        tokens = sample(
+            result.params, cell, prompt, config.get("sample_length", 300), temperature, key
+        )
         samples[str(temperature)] = PROMPT + "".join(alphabet[int(t)] for t in tokens)
     results = {
         "config": config,
@@ -187,7 +189,9 @@ def _figure(bits: dict, history: list[dict], out_dir) -> None:
     ax_bits.bar(names, [bits[n] for n in names], color=["grey", "silver", "tab:blue"][: len(names)])
     ax_bits.set(title="held-out bits per character", ylabel="bits/char")
     epochs = [h["epoch"] for h in history]
-    ax_curve.plot(epochs, [h["train_loss"] / math.log(2) for h in history], marker="o", label="train")
+    ax_curve.plot(
+        epochs, [h["train_loss"] / math.log(2) for h in history], marker="o", label="train"
+    )
     ax_curve.plot(epochs, [h["eval_loss"] / math.log(2) for h in history], marker="o", label="test")
     ax_curve.set(title="LSTM", xlabel="epoch", ylabel="bits/char")
     ax_curve.legend()

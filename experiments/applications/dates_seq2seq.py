@@ -26,12 +26,10 @@ import datetime
 import os
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-import rnnjax
 import rnnjax.train as train
 from experiments import _common
 from experiments.applications import parse_args

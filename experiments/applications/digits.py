@@ -127,7 +127,9 @@ def run(config: dict, out_dir) -> dict:
     rows = [[key, value] for key, value in accuracy.items()]
     rows += [[f"baseline/{key}", value] for key, value in results["baselines"].items()]
     _common.write_summary(
-        out_dir, "Digits as sequences: test accuracy", _common.markdown_table(["model", "acc"], rows)
+        out_dir,
+        "Digits as sequences: test accuracy",
+        _common.markdown_table(["model", "acc"], rows),
     )
     return results
 

@@ -22,8 +22,9 @@ The model reads two channels per step: the signal and its first difference (:fun
     have no P wave, a wide tall QRS and an inverted T, each followed by a compensatory pause.
 
 The model, ``bidirectional(gru(H))``, mean and max over the valid steps, then ``dense(1)``,
-reads the padded batch with ``lengths`` and is trained with masked sigmoid cross-entropy, Adam and clipping. Test accuracy is compared with the
-majority class and with a logistic regression on the raw samples (no notion of beats or time).
+reads the padded batch with ``lengths`` and is trained with sigmoid cross-entropy, Adam (cosine
+decay) and clipping. Test accuracy is compared with the majority class and with a logistic
+regression on the raw samples (no notion of beats or time).
 
     python -m experiments.applications.ecg [--quick | --full] [--out DIR]
 """
@@ -100,7 +101,9 @@ def synthetic_ecg(rng: np.random.Generator, label: int, sample_rate: int = SAMPL
     if kind == "af":
         frequency = rng.uniform(4, 7)
         signal += rng.uniform(0.03, 0.07) * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6))
-    wander = rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6))
+    wander = rng.uniform(0.1, 0.3) * np.sin(
+        2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6)
+    )
     noise = rng.uniform(0.02, 0.06) * rng.standard_normal(t.shape)
     return (rng.uniform(0.8, 1.2) * signal + wander + noise).astype(np.float32)
 
@@ -212,7 +215,12 @@ def _figure(x, lengths, y, logits, history, out_dir):
     for ax, label in zip(axes[:2], (0, 1), strict=True):
         for row in np.flatnonzero(y[:, 0] == label)[:2]:
             t = np.arange(lengths[row]) / SAMPLE_RATE
-            ax.plot(t, x[row, : lengths[row], 0], lw=1, label=f"p(irregular)={_sigmoid(logits[row]):.2f}")
+            ax.plot(
+                t,
+                x[row, : lengths[row], 0],
+                lw=1,
+                label=f"p(irregular)={_sigmoid(logits[row]):.2f}",
+            )
         ax.set(title=("normal rhythm" if label == 0 else "irregular beats"), xlabel="s")
         ax.legend(fontsize=8)
     epochs = [h["epoch"] for h in history]

@@ -101,9 +101,7 @@ def arima_forecasts(series, split, origins, horizon, orders) -> np.ndarray:
 
 def train_model(name, x, y, config, seed):
     """Fit ``rnn(cell) -> dense(horizon)`` with MSE; returns ``(model, params, history)``."""
-    model = rnnjax.serial(
-        rnnjax.rnn(CELLS[name](config["hidden_size"])), rnnjax.dense(y.shape[1])
-    )
+    model = rnnjax.serial(rnnjax.rnn(CELLS[name](config["hidden_size"])), rnnjax.dense(y.shape[1]))
     params = model.init(jax.random.key(seed), x.shape[1:])
 
     def loss(params, batch, key):
@@ -155,8 +153,13 @@ def run(config: dict, out_dir) -> dict:
 
     scores = {name: rmse(f, actual) for name, f in forecasts.items()}
     results = {
-        "config": {**config, **dataset, "split_index": split, "num_train_windows": len(x_train),
-                   "anchored_spread": spread},
+        "config": {
+            **config,
+            **dataset,
+            "split_index": split,
+            "num_train_windows": len(x_train),
+            "anchored_spread": spread,
+        },
         "series": {"name": config["dataset"], "length": len(series), "test_origins": len(origins)},
         "metrics": scores,
         "best": min(scores, key=lambda n: scores[n]["rmse"]),
@@ -181,7 +184,8 @@ def _figure(time, series, split, origins, forecasts, scores, horizon, out_dir):
     span = time[origins[pick] : origins[pick] + horizon]
     for name in ("arima", "lstm", "gru"):
         ax_series.plot(span, forecasts[name][pick], lw=2, label=f"{name} from {span[0]:.0f}")
-    ax_series.set(title="series and one multi-step forecast", xlabel="time")
+    ax_series.set(title="test period and one multi-step forecast", xlabel="time")
+    ax_series.set_xlim(time[max(split - 3 * horizon, 0)], time[-1])
     ax_series.legend(fontsize=8)
     for name, score in scores.items():
         ax_rmse.plot(np.arange(1, horizon + 1), score["rmse_by_horizon"], marker="o", label=name)

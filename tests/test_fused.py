@@ -1,0 +1,146 @@
+"""The fused sequence derivative (``rnnjax._fused``) against step-by-step autodiff of the same scan.
+
+The oracle is the plain path: the same cell with ``recur`` wrapped, which ``rnnjax.scan`` does not
+recognise as built-in and therefore differentiates step by step through ``lax.scan``. Values,
+first derivatives in both modes (``jax.test_util.check_grads``) and the vmapped batch with
+per-example lengths must agree; the fused rule must also keep the cell's error messages.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+from rnnjax import _fused
+from tests.tolerances import assert_close
+
+CELLS = {
+    "simple_rnn": rnnjax.simple_rnn,
+    "simple_rnn_relu": partial(rnnjax.simple_rnn, activation=jax.nn.relu),
+    "lstm": rnnjax.lstm,
+    "gru": rnnjax.gru,
+    "gru_reset_after": partial(rnnjax.gru, reset_after=True),
+}
+
+
+def _plain(cell):
+    """The same cell on the step-by-step autodiff path (its ``recur`` is no longer built-in)."""
+    recur = cell.recur
+    return cell._replace(recur=lambda params, state, projected: recur(params, state, projected))
+
+
+def _setup(name, hidden=3, inputs=2, steps=6, dtype=jnp.float64, seed=0):
+    cell = CELLS[name](hidden)
+    key = jax.random.key(seed)
+    params = cell.init(key, inputs)
+    params = jax.tree_util.tree_map(
+        lambda a: (a + 0.2 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape)).astype(
+            dtype
+        ),
+        params,
+    )
+    xs = jax.random.normal(jax.random.fold_in(key, 1), (steps, inputs), dtype)
+    state = jax.tree_util.tree_map(
+        lambda s: s + 0.3, cell.initial_state((), dtype)
+    )
+    return cell, params, xs, state
+
+
+def _loss(cell, length, reverse):
+    def loss(params, xs, state):
+        final, ys = rnnjax.scan(cell, params, xs, initial_state=state, length=length,
+                                reverse=reverse)  # fmt: skip
+        leaves = jax.tree_util.tree_leaves(final)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in leaves)
+
+    return loss
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_builtin_cells_take_the_fast_path_and_replaced_recur_does_not(name):
+    cell = CELLS[name](4)
+    assert _fused.fast_kind(cell) is not None
+    assert _fused.fast_kind(_plain(cell)) is None
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("length", [None, 4, 0])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_values_and_gradients_equal_plain_autodiff(x64, name, length, reverse):
+    cell, params, xs, state = _setup(name)
+    fused = jax.jit(jax.value_and_grad(_loss(cell, length, reverse), argnums=(0, 1, 2)))
+    plain = jax.jit(jax.value_and_grad(_loss(_plain(cell), length, reverse), argnums=(0, 1, 2)))
+    (value, grads), (plain_value, plain_grads) = fused(params, xs, state), plain(params, xs, state)
+    assert_close(value, plain_value)
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(plain_grads)
+    jax.tree_util.tree_map(partial(assert_close, scale=10), grads, plain_grads)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after", "simple_rnn"])
+def test_fused_check_grads_forward_and_reverse(x64, name):
+    cell, params, xs, state = _setup(name, hidden=2, steps=3)
+
+    @jax.jit
+    def f(params, xs, state):
+        return rnnjax.scan(cell, params, xs, initial_state=state, length=2)
+
+    check_grads(f, (params, xs, state), order=1, modes=("fwd", "rev"))
+
+
+def test_fused_second_order(x64):
+    cell, params, xs, state = _setup("lstm", hidden=2, steps=3)
+    check_grads(jax.jit(_loss(cell, 2, False)), (params, xs, state), order=2, modes=("rev",))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_after"])
+def test_fused_batch_with_lengths_equals_plain(name):
+    """``rnnjax.rnn`` vmaps the scan: the hoisted dW_h matmul then covers the whole batch."""
+    cell = CELLS[name](5)
+    x = jax.random.normal(jax.random.key(3), (4, 7, 3))
+    lengths = jnp.array([7, 3, 0, 5])
+
+    def grads(core):
+        layer = rnnjax.rnn(core, return_sequences=True)
+        params = layer.init(jax.random.key(0), (7, 3))
+
+        def loss(params, x):
+            return jnp.sum(jnp.tanh(layer.apply(params, x, lengths)) ** 2)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+    (value, grad), (plain_value, plain_grad) = grads(cell), grads(_plain(cell))
+    assert_close(value, plain_value, scale=10)
+    jax.tree_util.tree_map(partial(assert_close, scale=30), grad, plain_grad)
+
+
+def test_fused_bfloat16_matmuls_match_plain():
+    cell = rnnjax.lstm(8, dtype=jnp.bfloat16)
+    params = cell.init(jax.random.key(0), 4)
+    xs = jax.random.normal(jax.random.key(1), (9, 4))
+
+    def grad(core):
+        return jax.jit(jax.grad(lambda p: jnp.sum(rnnjax.scan(core, p, xs)[1] ** 2)))(params)
+
+    jax.tree_util.tree_map(
+        lambda a, b: assert_close(a, b, dtype=jnp.bfloat16, scale=3), grad(cell), grad(_plain(cell))
+    )
+
+
+def test_fused_gradient_with_respect_to_inputs_only():
+    """Zero parameter tangents skip the hoisted matmul; the input gradient is unchanged."""
+    cell, params, xs, state = _setup("gru", dtype=jnp.float32)
+    loss, plain_loss = _loss(cell, None, False), _loss(_plain(cell), None, False)
+    assert_close(jax.grad(loss, argnums=1)(params, xs, state),
+                 jax.grad(plain_loss, argnums=1)(params, xs, state), scale=10)  # fmt: skip
+
+
+def test_fused_path_keeps_the_cells_error_messages():
+    cell, params, xs, _ = _setup("lstm", dtype=jnp.float32)
+    bad_state = rnnjax.LSTMState(jnp.zeros(5), jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"initial_state leaves must have shape \(3,\)"):
+        jax.grad(lambda p: jnp.sum(rnnjax.scan(cell, p, xs, initial_state=bad_state)[1]))(params)
+    with pytest.raises(TypeError, match="state must be LSTMState"):
+        rnnjax.scan(cell, params, xs, initial_state=rnnjax.RNNState(jnp.zeros(3)))
