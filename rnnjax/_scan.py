@@ -22,12 +22,20 @@ def _check_cell(cell) -> Cell:
 def _check_initial_state(cell: Cell, initial_state, dtype):
     if initial_state is None:
         return cell.initial_state((), dtype=dtype)
-    expected = (cell.hidden_size,)
-    for leaf in jax.tree_util.tree_leaves(initial_state):
-        if tuple(jnp.shape(leaf)) != expected:
+    # Compare with the cell's own one-example state, so wrapped cells with richer states work.
+    expected = jax.eval_shape(lambda: cell.initial_state((), dtype=dtype))
+    if jax.tree_util.tree_structure(initial_state) != jax.tree_util.tree_structure(expected):
+        raise ValueError(
+            f"initial_state must have the structure of cell.initial_state() "
+            f"({type(expected).__name__}); got {type(initial_state).__name__}."
+        )
+    for want, leaf in zip(
+        jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(initial_state), strict=True
+    ):
+        if tuple(jnp.shape(leaf)) != tuple(want.shape):
             raise ValueError(
-                f"initial_state leaves must have shape {expected} for one sequence (batch with "
-                f"jax.vmap or rnnjax.rnn); got {tuple(jnp.shape(leaf))}."
+                f"initial_state leaves must have shape {tuple(want.shape)} for one sequence "
+                f"(batch with jax.vmap or rnnjax.rnn); got {tuple(jnp.shape(leaf))}."
             )
     return initial_state
 

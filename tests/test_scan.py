@@ -264,3 +264,9 @@ def test_bfloat16_scan_smoke():
     state, ys = rnnjax.scan(cell, bf16_params, xs.astype(jnp.bfloat16))
     assert ys.dtype == jnp.bfloat16
     np.testing.assert_allclose(ys.astype(jnp.float32), exact, atol=1e-1)
+
+
+def test_initial_state_of_another_cell_is_rejected():
+    cell, params, xs = _setup("lstm")
+    with pytest.raises(ValueError, match="initial_state must have the structure.*LSTMState.*RNNState"):
+        rnnjax.scan(cell, params, xs, initial_state=rnnjax.RNNState(jnp.zeros(4)))
