@@ -27,7 +27,7 @@ from rnnjax import jacobians
 
 SIZES = {
     "quick": {
-        "grid": 41,
+        "grid": 121,
         "gd_steps": 30,
         "hidden_size": 8,
         "num_steps": 20,

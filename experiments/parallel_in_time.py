@@ -38,24 +38,26 @@ from rnnjax._parallel_scan import parallel_scan
 
 SIZES = {
     "quick": {
-        "state_size": 8, "sweep_steps": 200, "gains": 4, "seeds": 2, "max_iter": 50,
-        "hidden_size": 8, "input_size": 4, "batch": 2, "steps": [100, 300],
-        "grad_max_steps": 100, "repeats": 2, "hidden_sizes": [4, 8], "hidden_steps": 100,
+        "state_size": 8, "sweep_steps": 100, "gains": 3, "seeds": 2, "max_iter": 30,
+        "hidden_size": 8, "input_size": 4, "batch": 2, "steps": [64], "grad_steps": [64],
+        "hidden_sizes": [4], "hidden_steps": 64, "repeats": 2,
+        "methods": ["scan_gru", "deer_gru", "parallel_min_gru"],
     },
     "default": {
-        "state_size": 16, "sweep_steps": 1000, "gains": 7, "seeds": 3, "max_iter": 100,
+        "state_size": 32, "sweep_steps": 1000, "gains": 7, "seeds": 3, "max_iter": 100,
         "hidden_size": 16, "input_size": 8, "batch": 4, "steps": [100, 1000, 10000],
-        "grad_max_steps": 1000, "repeats": 3, "hidden_sizes": [4, 16, 64], "hidden_steps": 1000,
+        "grad_steps": [1000], "hidden_sizes": [4, 64], "hidden_steps": 1000, "repeats": 5,
     },
     "full": {
-        "state_size": 32, "sweep_steps": 10000, "gains": 16, "seeds": 8, "max_iter": 300,
+        "state_size": 64, "sweep_steps": 10000, "gains": 16, "seeds": 8, "max_iter": 300,
         "hidden_size": 16, "input_size": 8, "batch": 16, "steps": [100, 1000, 10000, 100000],
-        "grad_max_steps": 10000, "repeats": 5, "hidden_sizes": [4, 16, 64, 256],
-        "hidden_steps": 10000,
+        "grad_steps": [1000, 10000], "hidden_sizes": [4, 64, 256], "hidden_steps": 10000,
+        "repeats": 5,
     },
 }  # fmt: skip
-INPUT_SCALE = 0.5
+INPUT_SCALE = 0.1
 METHODS = ("deer", "quasi_deer")
+METHOD_NAMES = ("scan_gru", "deer_gru", "quasi_deer_gru", "scan_min_gru", "parallel_min_gru")
 
 
 class TanhParams(NamedTuple):
@@ -144,56 +146,74 @@ def gain_sweep(config: dict) -> dict:
     return {"rows": rows, "state_size": size, "steps": steps, "max_iter": config["max_iter"]}
 
 
-def _median_time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    times = []
-    for _ in range(repeats):
+def _best_time(fn, *args, repeats: int, budget_s: float = 0.5) -> float:
+    """Fastest of at least ``repeats`` runs (more while under ``budget_s``) after a compile run.
+
+    The minimum resists other load on the machine better than the median: every run computes
+    the same thing, so slower runs only measure interference.
+    """
+    jax.block_until_ready(fn(*args))
+    times, spent = [], 0.0
+    while len(times) < repeats or (spent < budget_s and len(times) < 100):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        spent += times[-1]
+    return min(times)
 
 
 def runners(hidden_size: int, input_size: int, key) -> dict:
-    """``name -> (params, fn(params, xs [T, D]) -> ys)`` for one sequence; the timing vmaps them."""
+    """``name -> (params, fn(params, xs [T, D]) -> (ys, iterations))`` for one sequence."""
     gru, mgru = rnnjax.gru(hidden_size), min_gru(hidden_size)
     gru_params, mgru_params = gru.init(key, input_size), mgru.init(key, input_size)
+    none = jnp.zeros((), jnp.int32)
+
+    def deer(method):
+        def fn(params, xs):
+            _, ys, info = parallel_scan(gru, params, xs, method=method)
+            return ys, info.iterations
+
+        return gru_params, fn
+
     return {
-        "scan_gru": (gru_params, lambda p, xs: rnnjax.scan(gru, p, xs)[1]),
-        "deer_gru": (gru_params, lambda p, xs: parallel_scan(gru, p, xs)[1]),
-        "quasi_deer_gru": (
-            gru_params,
-            lambda p, xs: parallel_scan(gru, p, xs, method="quasi_deer")[1],
+        "scan_gru": (gru_params, lambda p, xs: (rnnjax.scan(gru, p, xs)[1], none)),
+        "deer_gru": deer("deer"),
+        "quasi_deer_gru": deer("quasi_deer"),
+        "scan_min_gru": (mgru_params, lambda p, xs: (rnnjax.scan(mgru, p, xs)[1], none)),
+        "parallel_min_gru": (
+            mgru_params,
+            lambda p, xs: (parallel_minimal_scan(mgru, p, xs)[1], none),
         ),
-        "scan_min_gru": (mgru_params, lambda p, xs: rnnjax.scan(mgru, p, xs)[1]),
-        "parallel_min_gru": (mgru_params, lambda p, xs: parallel_minimal_scan(mgru, p, xs)[1]),
     }
 
 
+def _forward(fn):
+    return jax.jit(jax.vmap(fn, in_axes=(None, 0)))
+
+
+def _gradient(fn):
+    return jax.jit(jax.grad(lambda p, xs: jnp.sum(jax.vmap(fn, in_axes=(None, 0))(p, xs)[0])))
+
+
 def timing(config: dict) -> dict:
-    """Part 2: median wall time of forward (and forward + backward) passes against ``T``."""
+    """Part 2: best wall time of forward (and forward + backward) passes against ``T``."""
     key = jax.random.key(config["seed"])
     methods = runners(config["hidden_size"], config["input_size"], key)
-    gru = rnnjax.gru(config["hidden_size"])
-    results = {name: {"forward": {}, "grad": {}, "iterations": {}} for name in methods}
+    names = config.get("methods", list(methods))
+    results = {name: {"forward": {}, "grad": {}, "iterations": {}} for name in names}
     for steps in _common.progress(config["steps"], "timing T"):
         xs = jax.random.normal(key, (config["batch"], steps, config["input_size"]))
-        for name, (params, fn) in methods.items():
-            forward = jax.jit(jax.vmap(fn, in_axes=(None, 0)))
-            results[name]["forward"][steps] = _median_time(
+        for name in names:
+            params, fn = methods[name]
+            forward = _forward(fn)
+            results[name]["forward"][steps] = _best_time(
                 forward, params, xs, repeats=config["repeats"]
             )
-            if steps <= config["grad_max_steps"]:
-                grad = jax.jit(
-                    jax.grad(lambda p, xs, fn=fn: jnp.sum(jax.vmap(fn, (None, 0))(p, xs)))
+            results[name]["iterations"][steps] = np.asarray(forward(params, xs)[1]).tolist()
+            if steps in config["grad_steps"]:
+                results[name]["grad"][steps] = _best_time(
+                    _gradient(fn), params, xs, repeats=config["repeats"]
                 )
-                results[name]["grad"][steps] = _median_time(
-                    grad, params, xs, repeats=config["repeats"]
-                )
-        for method in METHODS:
-            run = jax.jit(jax.vmap(functools.partial(parallel_scan, gru, method=method), (None, 0)))
-            info = run(methods["scan_gru"][0], xs)[2]
-            results[f"{method}_gru"]["iterations"][steps] = np.asarray(info.iterations).tolist()
     return results
 
 
@@ -202,17 +222,17 @@ def hidden_sweep(config: dict) -> dict:
     key = jax.random.key(config["seed"] + 1)
     steps = config["hidden_steps"]
     xs = jax.random.normal(key, (config["batch"], steps, config["input_size"]))
+    names = [
+        n for n in config.get("methods", METHOD_NAMES) if n.endswith("_gru") and "min" not in n
+    ]
     results = {}
     for hidden in _common.progress(config["hidden_sizes"], "timing H"):
         methods = runners(hidden, config["input_size"], key)
         results[hidden] = {
-            name: _median_time(
-                jax.jit(jax.vmap(methods[name][1], in_axes=(None, 0))),
-                methods[name][0],
-                xs,
-                repeats=config["repeats"],
+            name: _best_time(
+                _forward(methods[name][1]), methods[name][0], xs, repeats=config["repeats"]
             )
-            for name in ("scan_gru", "deer_gru", "quasi_deer_gru")
+            for name in names
         }
     return {"steps": steps, "seconds": results}
 
@@ -226,72 +246,83 @@ def plot(sweep: dict, times: dict, out_dir) -> None:
         converged = np.concatenate([r[f"{method}_converged"] for r in rows]).astype(bool)
         gains = np.concatenate([[r["gain"]] * len(r["lyapunov"]) for r in rows])
         for ax, x in ((axes[0], gains), (axes[1], lyapunov)):
-            ax.scatter(x[converged], iterations[converged], marker=marker, label=f"{method}")
-            ax.scatter(x[~converged], iterations[~converged], marker="x", color="red")
+            ax.scatter(x[converged], iterations[converged], marker=marker, label=method)
+            ax.scatter(
+                x[~converged],
+                iterations[~converged],
+                marker=marker,
+                facecolors="none",
+                edgecolors="red",
+                label=f"{method}: not converged",
+            )
     axes[0].set(xlabel="gain g", ylabel="Newton iterations", yscale="log")
-    axes[0].set_title(f"DEER iterations (red x: not converged, max_iter={sweep['max_iter']})")
+    axes[0].set_title(f"Newton iterations (max_iter={sweep['max_iter']})")
     axes[1].axvline(0.0, color="gray", lw=0.8)
     axes[1].set(xlabel="largest Lyapunov exponent", ylabel="Newton iterations", yscale="log")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     for name, series in times.items():
         steps = sorted(series["forward"], key=int)
         axes[2].plot(steps, [series["forward"][s] for s in steps], marker="o", label=name)
-    axes[2].set(xscale="log", yscale="log", xlabel="T", ylabel="forward seconds (median)")
+    axes[2].set(xscale="log", yscale="log", xlabel="T", ylabel="forward seconds (best run)")
     axes[2].set_title(f"wall time on {jax.devices()[0].device_kind}")
     axes[2].legend(fontsize=8)
+    fig.tight_layout()
     _common.save_figure(fig, out_dir, "parallel_in_time.png")
 
 
+def _table(times: dict, kind: str, steps: list[int], label: str) -> str:
+    rows = [
+        [name, *[series[kind].get(t, math.nan) for t in steps]] for name, series in times.items()
+    ]
+    return _common.markdown_table([label, *[f"T={t}" for t in steps]], rows)
+
+
 def summary(sweep: dict, times: dict, hidden: dict, config: dict) -> list[str]:
+    """Markdown: the gain-sweep table, the figure, wall times, speed-ups, times against H."""
     rows = []
     for r in sweep["rows"]:
-        row = [
-            r["gain"],
-            float(np.mean(r["lyapunov"])),
-            float(np.exp(np.mean(r["log_jacobian_norm"]))),
-        ]
+        row = [r["gain"], np.mean(r["lyapunov"]), np.exp(np.mean(r["log_jacobian_norm"]))]
         for method in METHODS:
-            row += [
-                float(np.mean(r[f"{method}_iterations"])),
-                int(np.sum(r[f"{method}_converged"])),
-            ]
+            row += [np.mean(r[f"{method}_iterations"]), int(np.sum(r[f"{method}_converged"]))]
         rows.append(row)
-    header = ["gain", "Lyapunov", "geo-mean ||J||"]
+    header = ["gain", "Lyapunov exp.", "geo-mean J norm"]
     header += [f"{m} {k}" for m in METHODS for k in ("iters", f"conv/{config['seeds']}")]
-    lines = [
-        f"## Newton iterations against dynamics (D={sweep['state_size']}, T={sweep['steps']})",
+    steps, base = config["steps"], times.get("scan_gru", {}).get("forward", {})
+    speedups = [[n, *[base[t] / s["forward"][t] for t in steps]] for n, s in times.items() if base]
+    iterations = [
+        [n, *[f"{min(s['iterations'][t])}-{max(s['iterations'][t])}" for t in steps]]
+        for n, s in times.items()
+        if n.startswith(("deer", "quasi"))
+    ]
+    names = list(next(iter(hidden["seconds"].values()), {}))
+    by_hidden = [[h, *[seconds[n] for n in names]] for h, seconds in hidden["seconds"].items()]
+    return [
+        f"## Newton iterations against dynamics (D={sweep['state_size']}, T={sweep['steps']}, "
+        f"max_iter={sweep['max_iter']}, inputs N(0, {INPUT_SCALE}^2))",
         "",
         _common.markdown_table(header, rows),
         "",
         "![parallel in time](parallel_in_time.png)",
         "",
-        f"## Wall time (GRU H={config['hidden_size']}, batch {config['batch']}, seconds, median)",
+        f"## Wall time: GRU H={config['hidden_size']}, D={config['input_size']}, batch "
+        f"{config['batch']} (vmap), seconds, best of {config['repeats']} jitted runs",
         "",
-    ]
-    steps = config["steps"]
-    table = [
-        [name, *[series["forward"].get(s, math.nan) for s in steps]]
-        for name, series in times.items()
-    ]
-    lines += [_common.markdown_table(["forward", *[f"T={s}" for s in steps]], table), ""]
-    grad_steps = [s for s in steps if s <= config["grad_max_steps"]]
-    table = [
-        [name, *[series["grad"].get(s, math.nan) for s in grad_steps]]
-        for name, series in times.items()
-    ]
-    lines += [
-        _common.markdown_table(["forward+backward", *[f"T={s}" for s in grad_steps]], table),
+        _table(times, "forward", steps, "forward"),
         "",
+        _table(times, "grad", config["grad_steps"], "forward+backward"),
+        "",
+        "Speed-up of the forward pass over `rnnjax.scan` of the GRU (>1: faster):",
+        "",
+        _common.markdown_table(["method", *[f"T={t}" for t in steps]], speedups),
+        "",
+        "Newton iterations over the batch (min-max):",
+        "",
+        _common.markdown_table(["method", *[f"T={t}" for t in steps]], iterations),
+        "",
+        f"GRU forward seconds against H at T={hidden['steps']}:",
+        "",
+        _common.markdown_table(["H", *names], by_hidden),
     ]
-    base = times["scan_gru"]["forward"]
-    ratios = [[name, *[base[s] / times[name]["forward"][s] for s in steps]] for name in times]
-    lines += ["Speed-up over `rnnjax.scan` (GRU), forward (>1: faster):", ""]
-    lines += [_common.markdown_table(["method", *[f"T={s}" for s in steps]], ratios), ""]
-    names = ("scan_gru", "deer_gru", "quasi_deer_gru")
-    table = [[h, *[hidden["seconds"][h][n] for n in names]] for h in hidden["seconds"]]
-    lines += [f"GRU forward seconds against H at T={hidden['steps']}:", ""]
-    lines += [_common.markdown_table(["H", *names], table)]
-    return lines
 
 
 def run(config: dict, out_dir) -> dict:

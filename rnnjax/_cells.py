@@ -135,7 +135,7 @@ def _lstm_gates(z: jax.Array) -> list[jax.Array]:
 
 
 def _lstm_update(params, state, projected, dtype):
-    """LSTM state update and the values its derivative needs: ``(LSTMState, (i, f, g, o, tanh c))``."""
+    """LSTM update and what its derivative needs: ``(LSTMState, (i, f, g, o, tanh c))``."""
     i, f, g, o = _lstm_gates(projected + _dot(state.h, params.w_h, dtype))
     c = f * state.c + i * g
     tanh_c = jnp.tanh(c)

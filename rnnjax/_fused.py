@@ -99,11 +99,15 @@ def _gru_tangent(params, d_params, d_state, d_projected, hoisted, previous, resi
     r, z, candidate, m = residuals
     dtype, h, dh = config.get("dtype"), previous.h, d_state.h
     hidden = h.shape[-1]
-    dx_rz, dx_n = (None, None) if d_projected is None else (
-        d_projected[..., : 2 * hidden], d_projected[..., 2 * hidden :]
+    dx_rz, dx_n = (
+        (None, None)
+        if d_projected is None
+        else (d_projected[..., : 2 * hidden], d_projected[..., 2 * hidden :])
     )
-    dh_rz, dh_n = (None, None) if hoisted is None else (
-        hoisted[..., : 2 * hidden], hoisted[..., 2 * hidden :]
+    dh_rz, dh_n = (
+        (None, None)
+        if hoisted is None
+        else (hoisted[..., : 2 * hidden], hoisted[..., 2 * hidden :])
     )
     if config["reset_after"]:
         d_hidden = _dot(dh, params.w_h, dtype)

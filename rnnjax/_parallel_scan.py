@@ -155,19 +155,18 @@ def _make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
             return diag_next * jnp.concatenate([lam[1:], jnp.zeros_like(lam[:1])], axis=0)
 
         def cond(carry):
-            iteration, _, residual = carry
-            return (iteration < max_iter) & (residual > tol)
+            iteration, _, _, residual = carry
+            return (iteration < max_iter) & (residual > tol) & jnp.isfinite(residual)
 
         def body(carry):
-            iteration, lam, _ = carry
-            lam = _linear_scan(diag_next, cotangent + transpose(lam)[0] - shifted(lam), True)
-            target = cotangent + transpose(lam)[0]
-            return iteration + 1, lam, _residual(lam, target)
+            iteration, lam, b_lam, _ = carry
+            lam = _linear_scan(diag_next, cotangent + b_lam - shifted(lam), reverse=True)
+            b_lam = transpose(lam)[0]
+            return iteration + 1, lam, b_lam, _residual(lam, cotangent + b_lam)
 
-        lam0 = jnp.zeros_like(cotangent)
-        _, lam, residual = lax.while_loop(
-            cond, body, (jnp.int32(0), lam0, jnp.asarray(jnp.inf, lam0.dtype))
-        )
+        zeros = jnp.zeros_like(cotangent)
+        init = (jnp.int32(0), zeros, zeros, jnp.asarray(jnp.finfo(zeros.dtype).max, zeros.dtype))
+        _, lam, _, residual = lax.while_loop(cond, body, init)
 
         def step_back(carry):
             t, lam_next, out = carry

@@ -52,7 +52,8 @@ def test_jacobian_heatmap_structure(tmp_path):
         np.testing.assert_allclose(np.diag(norms), 1.0, rtol=1e-5)
         assert np.all(np.isnan(norms[np.triu_indices(13, 1)]))
         assert np.all(np.isfinite(norms[np.tril_indices(13)]))
-    assert results["rnn_rho1.0"]["mean_norm_by_lag"][-1] < 0.1
+    by_lag = results["rnn_rho1.0"]["mean_norm_by_lag"]
+    assert by_lag[-1] < 0.5 * by_lag[1] and results["rnn_rho1.0"]["rate_per_step"] < 0
     assert results["rnn_rho1.5"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
     _written(tmp_path, "jacobian_heatmap.png")
 
@@ -69,7 +70,7 @@ def test_bptt_contributions_sum_to_grad(tmp_path):
 
 
 def test_exploding_and_clipping(tmp_path):
-    config = dict(exploding_and_clipping.SIZES["quick"], seed=0)
+    config = dict(exploding_and_clipping.SIZES["quick"], seed=0, grid=161)  # resolves the cliff
     results = exploding_and_clipping.run(config, tmp_path)
     unit, rnn = results["single_unit"], results["rnn"]
     assert unit["max_grad_norm"] > 100 * unit["median_grad_norm"]  # the cliff
@@ -122,6 +123,7 @@ def test_copy_task_data_and_baseline():
     assert float(loss) == pytest.approx(long_dependencies.baseline("copy", length), rel=1e-5)
 
 
+@pytest.mark.slow  # two compilations of a training loop: ~1 CPU-minute
 def test_long_dependencies_tiny_run(tmp_path, monkeypatch):
     monkeypatch.setattr(long_dependencies, "CELLS", ("lstm",))  # one compilation per task
     config = dict(long_dependencies.SIZES["quick"], seed=0, train_steps=60)

@@ -31,7 +31,7 @@ from experiments import _common
 from experiments.applications import parse_args
 
 SIZES = {
-    "quick": {"max_chars": 300_000, "window": 64, "hidden_size": 128, "epochs": 2},
+    "quick": {"max_chars": 300_000, "window": 64, "hidden_size": 128, "epochs": 4},
     "default": {"max_chars": 1_000_000, "window": 100, "hidden_size": 256, "epochs": 4},
     "full": {"max_chars": None, "window": 100, "hidden_size": 512, "epochs": 20},
 }
@@ -143,7 +143,7 @@ def run(config: dict, out_dir) -> dict:
         return {"loss": loss(params, batch, None)}
 
     result = train.fit(
-        loss, params, train.with_clipping(optax.adam(3e-3), max_norm=1.0), (x_train, y_train),
+        loss, params, train.with_clipping(optax.adam(5e-3), max_norm=1.0), (x_train, y_train),
         epochs=config["epochs"], batch_size=config.get("batch_size", 32), seed=config["seed"],
         eval_fn=metrics, eval_data=(x_test, y_test), restore_best=False,
         progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),

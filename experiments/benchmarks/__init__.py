@@ -1,4 +1,4 @@
-"""Benchmarks of rnnjax against PyTorch, Flax, Equinox and cuDNN: ``python -m experiments.benchmarks``.
+"""rnnjax against PyTorch, Flax, Equinox and cuDNN: ``python -m experiments.benchmarks``.
 
 * ``_timing``: interleaved timing (wall and CPU medians), the machine's GEMM rate, FLOP counts,
   the machine description.

@@ -13,8 +13,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments._common import parse_args, pick_size, progress, save_figure, write_json
-from experiments._common import write_summary
+from experiments._common import (
+    parse_args,
+    pick_size,
+    progress,
+    save_figure,
+    write_json,
+    write_summary,
+)
 from experiments.benchmarks import _competitors, _sweeps, _timing, report
 
 logger = logging.getLogger("experiments.benchmarks")
@@ -146,7 +152,9 @@ def _plot(sweeps: dict, out_dir: Path) -> None:
     for ax, axis in zip(np.atleast_1d(axes), axes_names, strict=True):
         rows = sweeps["rows"][axis]
         for name in sorted({row["framework"] for row in rows}):
-            points = sorted((row[axis], row["median_ms"]) for row in rows if row["framework"] == name)
+            points = sorted(
+                (row[axis], row["median_ms"]) for row in rows if row["framework"] == name
+            )
             ax.loglog(*zip(*points, strict=True), marker="o", label=name)
         ax.set_xlabel(axis)
         ax.set_ylabel("forward+backward (ms)")
@@ -170,7 +178,9 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
     out_dir = Path(out_dir)
     path = write_json(out_dir, results)
     _write_csv(out_dir / "comparisons.csv", results["comparisons"])
-    _write_csv(out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows])
+    _write_csv(
+        out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows]
+    )
     _write_csv(out_dir / "memory.csv", results["memory"])
     _plot(results["sweeps"], out_dir)
     write_summary(out_dir, "Benchmarks", report.markdown(results))

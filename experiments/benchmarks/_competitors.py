@@ -167,4 +167,6 @@ def build(framework: str, cell: str, x: np.ndarray, hidden: int, device: str) ->
         return torch_runner(cell, x, hidden, device=device)
     if framework == "jax_cudnn":
         return jax_cudnn_runner(cell, x, hidden)
-    raise ValueError(f"framework must be one of {CPU_FRAMEWORKS + GPU_FRAMEWORKS}; got {framework!r}.")
+    raise ValueError(
+        f"framework must be one of {CPU_FRAMEWORKS + GPU_FRAMEWORKS}; got {framework!r}."
+    )

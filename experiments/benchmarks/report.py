@@ -23,7 +23,8 @@ def _machine_line(results: dict) -> str:
     load_text = f", load average {load[0]:.1f} at start" if load else ""
     return (
         f"{machine['cpu_model']} ({machine['cores']} cores{load_text}; "
-        f"{' '.join(machine['cpu_flags'][:4])}), device {results['device']}; jax {versions['jax']}, "
+        f"{' '.join(machine['cpu_flags'][:4])}), device {results['device']}; "
+        f"jax {versions['jax']}, "
         f"torch {versions['torch']} ({machine['torch_threads']} threads), flax {versions['flax']}, "
         f"equinox {versions['equinox']}. Command: `{stamp.get('command', '?')}`, "
         f"commit {stamp.get('git_commit')}, {stamp.get('utc')}."
@@ -53,10 +54,11 @@ def comparison_tables(rows: list[dict]) -> list[str]:
             )  # fmt: skip
             table.append([
                 row["cell"], row["framework"],
-                f"{row['median_ms']:.1f}", f"{row['gflops']:.0f} ({100 * row['gemm_fraction']:.0f}%)",
+                f"{row['median_ms']:.1f}",
+                f"{row['gflops']:.3g} ({100 * row['gemm_fraction']:.0f}%)",
                 _speedup(row, "torch"), _speedup(row, "flax"),
                 f"{backward['median_ms']:.1f}",
-                f"{backward['gflops']:.0f} ({100 * backward['gemm_fraction']:.0f}%)",
+                f"{backward['gflops']:.3g} ({100 * backward['gemm_fraction']:.0f}%)",
                 _speedup(backward, "torch"), _speedup(backward, "flax"),
                 _speedup(backward, "rnnjax_plain"),
             ])  # fmt: skip

@@ -1,0 +1,84 @@
+"""Smoke test of ``experiments.benchmarks`` at a tiny size: structure of the results, every
+competitor ran, the report renders. No timing assertions (the machine is shared)."""
+
+import json
+
+import jax
+import pytest
+
+from experiments.benchmarks import _competitors, _sweeps, report
+from experiments.benchmarks.__main__ import SIZES, check_device, run
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchmarks")
+    config = {**SIZES["tiny"], "cells": ["lstm"], "size": "tiny", "seed": 0}
+    config["sweeps"] = {"T": [2, 4, 8]}
+    run(config, out, "cpu")
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_results_json_has_machine_gemm_and_every_section(results):
+    out, data = results
+    assert {
+        "config",
+        "device",
+        "machine",
+        "gemm",
+        "comparisons",
+        "sweeps",
+        "memory",
+        "stamp",
+    } <= set(data)
+    assert data["machine"]["cores"] >= 1
+    assert {"jax", "jaxlib", "torch", "flax", "equinox"} <= set(data["machine"]["versions"])
+    assert data["gemm"]["best_gflops"] > 0
+    for name in ("comparisons.csv", "sweeps.csv", "memory.csv", "sweeps.png", "summary.md"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_every_cpu_competitor_ran_forward_and_backward(results):
+    _, data = results
+    ran = {(row["framework"], row["mode"]) for row in data["comparisons"]}
+    expected = {
+        (name, mode)
+        for name in _competitors.CPU_FRAMEWORKS
+        for mode in ("forward", "forward_backward")
+    }
+    assert ran == expected
+    for row in data["comparisons"]:
+        assert row["median_ms"] > 0 and row["gflops"] > 0
+        assert row["speedup_vs_torch"] > 0 and row["speedup_vs_flax"] > 0
+        assert row["framework"] == "torch" or row["compile_s"] > 0
+
+
+def test_sweeps_cover_t_and_report_linearity(results):
+    _, data = results
+    steps = sorted({row["T"] for row in data["sweeps"]["rows"]["T"]})
+    assert steps == [2, 4, 8]
+    assert set(data["sweeps"]["linearity"]) == {"rnnjax", "torch"}
+
+
+def test_memory_rows_compare_default_plain_and_remat(results):
+    _, data = results
+    variants = {row["variant"]: row for row in data["memory"]}
+    assert set(variants) == {"default", "plain", "remat"}
+    assert all(row["peak_bytes"] > 0 for row in variants.values())
+
+
+def test_report_renders_markdown_tables(results):
+    _, data = results
+    text = report.markdown(data)
+    assert "| cell | framework |" in text and "rnnjax_plain" in text and "Linear cost in T" in text
+
+
+def test_linearity_flags_quadratic_cost():
+    rows = [{"framework": "f", "T": t, "median_ms": 1e-3 * t * t} for t in (10, 100, 1000)]
+    assert _sweeps.linearity(rows)["f"]["per_step_ratio_longest_to_middle"] == pytest.approx(10)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="a GPU is present")
+def test_gpu_device_errors_clearly_without_a_gpu():
+    with pytest.raises(SystemExit, match="--device gpu needs a CUDA GPU"):
+        check_device("gpu")
