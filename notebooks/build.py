@@ -175,7 +175,9 @@ def check(path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("prefixes", nargs="*", help="notebook name prefixes, e.g. 02 (default: all)")
+    parser.add_argument(
+        "prefixes", nargs="*", help="notebook name prefixes, e.g. 02 (default: all)"
+    )
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
     paths = notebook_paths(args.prefixes)

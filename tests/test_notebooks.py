@@ -75,7 +75,9 @@ def test_texts_match_tolerates_last_digits_only():
 
 def test_differences_names_the_changed_cell():
     committed = _notebook([("a", [_stdout("x = 1\n")], 1, None), ("b", [_stdout("y\n")], 2, None)])
-    same = _notebook([("a", [_stdout("x = 1.0000001\n")], 1, None), ("b", [_stdout("y\n")], 2, None)])
+    same = _notebook(
+        [("a", [_stdout("x = 1.0000001\n")], 1, None), ("b", [_stdout("y\n")], 2, None)]
+    )
     changed = _notebook([("a", [_stdout("x = 2\n")], 1, None), ("b", [_stdout("y\n")], 2, None)])
     assert build.differences(committed, same) == []
     (problem,) = build.differences(committed, changed)
