@@ -1,5 +1,16 @@
 """rnnjax: recurrent networks (RNN, LSTM, GRU) as pure JAX functions over parameter pytrees."""
 
+from rnnjax import distributed as distributed
+from rnnjax import inference as inference
+from rnnjax import interop as interop
+from rnnjax import jacobians as jacobians
+from rnnjax import train as train
+from rnnjax._attention import Attention as Attention
+from rnnjax._attention import BahdanauParams as BahdanauParams
+from rnnjax._attention import LuongParams as LuongParams
+from rnnjax._attention import bahdanau_attention as bahdanau_attention
+from rnnjax._attention import luong_attention as luong_attention
+from rnnjax._attention import masked_softmax as masked_softmax
 from rnnjax._cells import GRU_GATES as GRU_GATES
 from rnnjax._cells import LSTM_GATES as LSTM_GATES
 from rnnjax._cells import Cell as Cell
@@ -20,30 +31,65 @@ from rnnjax._layers import dense as dense
 from rnnjax._layers import rnn as rnn
 from rnnjax._layers import serial as serial
 from rnnjax._layers import stack as stack
+from rnnjax._minimal import MinGRUParams as MinGRUParams
+from rnnjax._minimal import MinLSTMParams as MinLSTMParams
+from rnnjax._minimal import min_gru as min_gru
+from rnnjax._minimal import min_lstm as min_lstm
+from rnnjax._minimal import parallel_minimal_scan as parallel_minimal_scan
+from rnnjax._norm_cells import LayerNormGRUParams as LayerNormGRUParams
+from rnnjax._norm_cells import LayerNormLSTMParams as LayerNormLSTMParams
+from rnnjax._norm_cells import layer_norm_gru as layer_norm_gru
+from rnnjax._norm_cells import layer_norm_lstm as layer_norm_lstm
+from rnnjax._parallel_scan import ConvergenceError as ConvergenceError
+from rnnjax._parallel_scan import ParallelScanInfo as ParallelScanInfo
+from rnnjax._parallel_scan import parallel_scan as parallel_scan
 from rnnjax._scan import scan as scan
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attention",
+    "bahdanau_attention",
+    "BahdanauParams",
+    "bidirectional",
     "BidirectionalParams",
     "Cell",
+    "ConvergenceError",
+    "dense",
     "DenseParams",
+    "distributed",
+    "gru",
+    "GRU_GATES",
     "GRUParams",
     "GRUState",
-    "GRU_GATES",
+    "inference",
+    "interop",
+    "jacobians",
+    "Layer",
+    "layer_norm_gru",
+    "layer_norm_lstm",
+    "LayerNormGRUParams",
+    "LayerNormLSTMParams",
+    "lstm",
+    "LSTM_GATES",
     "LSTMParams",
     "LSTMState",
-    "LSTM_GATES",
-    "Layer",
+    "luong_attention",
+    "LuongParams",
+    "masked_softmax",
+    "min_gru",
+    "min_lstm",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "parallel_minimal_scan",
+    "parallel_scan",
+    "ParallelScanInfo",
+    "rnn",
     "RNNParams",
     "RNNState",
-    "bidirectional",
-    "dense",
-    "gru",
-    "lstm",
-    "rnn",
     "scan",
     "serial",
     "simple_rnn",
     "stack",
+    "train",
 ]
