@@ -1,4 +1,7 @@
-"""README's Python examples run as written, so the quick start cannot drift from the code."""
+"""README's ```python examples run as written, so they cannot drift from the code.
+
+Fragments that need data or devices the README does not build are fenced as ```py and not run.
+"""
 
 import pathlib
 import re
