@@ -152,44 +152,58 @@ def _cast_like(new, old):
     return type(old)(*(n.astype(o.dtype) for n, o in zip(new, old, strict=True)))
 
 
-def scan(cell, params, projected, state, valid, *, reverse: bool, unroll):
-    """Run the built-in ``cell`` over ``projected [T, ..., G*H]`` from ``state``.
+def _input_tangent(params, d_params, xs, d_xs, dtype):
+    """Tangent of ``xs W_x + b`` for all steps at once (one matmul each), or ``None`` if zero."""
+    terms = []
+    if not _is_zero(d_xs):
+        terms.append(_dot(d_xs, params.w_x, dtype))
+    if not _is_zero(d_params.w_x):
+        terms.append(_dot(xs, d_params.w_x, dtype))
+    total = _sum(*terms) if terms else None
+    if not _is_zero(d_params.b):
+        if total is None:
+            total = jnp.zeros(xs.shape[:-1] + d_params.b.shape, d_params.b.dtype)
+        total = _cells._add_bias(total, d_params.b)
+    return total
+
+
+def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
+    """Run the built-in ``cell`` over ``xs [T, ..., D]`` from ``state``.
 
     ``valid [T]`` (bool, or ``None``) marks the steps before the sequence's length. Returns
-    ``(final_state, ys [T, ..., H])`` exactly as the plain masked ``lax.scan`` of ``cell.recur``
-    does, with the fused derivative described in the module docstring.
+    ``(final_state, ys [T, ..., H])`` exactly as the plain masked ``lax.scan`` of ``cell.step``
+    does, with the fused derivative described in the module docstring. The forward projects each
+    ``x_t`` inside the loop: on XLA:CPU that beats one hoisted ``[T*B, D] x [D, G*H]`` matmul,
+    whose ``[T, B, G*H]`` result must be stored and transposed (measured in
+    ``experiments/benchmarks``); the derivative still hoists the input terms out of the loop.
     """
     kind, config = fast_kind(cell), cell.config
     update, tangent_step = _update(kind, config), _TANGENTS[kind]
     config = {**config, "reset_after": kind == "gru_reset_after"}
-    # The cell's own checks (params, state types and shapes), with its error messages.
-    jax.eval_shape(
-        cell.recur, params, state, jax.ShapeDtypeStruct(projected.shape[1:], projected.dtype)
-    )
 
-    def primal(params, projected, state, valid):
+    def primal(params, xs, state, valid):
         def body(carry, inputs):
-            projected_t, valid_t = inputs
-            new, _ = cell.recur(params, carry, projected_t)
+            x_t, valid_t = inputs
+            new, _ = cell.step(params, carry, x_t)
             return _masked(valid_t, new, carry)
 
-        return lax.scan(body, state, (projected, valid), reverse=reverse, unroll=unroll)
+        return lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
 
     def rule(primals, tangents):
-        params, projected, state, valid = primals
-        d_params, d_projected, d_state, _ = tangents
+        params, xs, state, valid = primals
+        d_params, d_xs, d_state, _ = tangents
 
         def body(carry, inputs):
-            projected_t, valid_t = inputs
-            new, residuals = update(params, carry, projected_t)
+            x_t, valid_t = inputs
+            new, residuals = update(params, carry, cell.project_inputs(params, x_t))
             new, y = _masked(valid_t, _cast_like(new, carry), carry)
             return new, (y, carry, residuals)
 
         final, (ys, previous, residuals) = lax.scan(
-            body, state, (projected, valid), reverse=reverse, unroll=unroll
+            body, state, (xs, valid), reverse=reverse, unroll=unroll
         )
         hoisted = _hoisted(kind, config.get("dtype"), previous, residuals, d_params.w_h)
-        d_projected = None if _is_zero(d_projected) else d_projected
+        d_projected = _input_tangent(params, d_params, xs, d_xs, config.get("dtype"))
         d_state = jax.tree_util.tree_map(
             lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, d_state, state,
             is_leaf=lambda t: isinstance(t, SymbolicZero),
@@ -211,4 +225,4 @@ def scan(cell, params, projected, state, valid, *, reverse: bool, unroll):
 
     fused = jax.custom_jvp(primal)
     fused.defjvp(rule, symbolic_zeros=True)
-    return fused(params, projected, state, valid)
+    return fused(params, xs, state, valid)

@@ -94,13 +94,17 @@ def scan(
         steps = jnp.arange(num_steps)
         # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
         xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
-    projected = cell.project_inputs(params, xs)
+    fast = not remat and _fused.fast_kind(cell) is not None
+    # The fast path projects inside its loop; here it only needs the projection's dtype.
+    projected = (jax.eval_shape if fast else lambda f, *a: f(*a))(cell.project_inputs, params, xs)
     state = _check_initial_state(
-        cell, initial_state, jnp.result_type(projected, *jax.tree_util.tree_leaves(params))
+        cell, initial_state, jnp.result_type(projected.dtype, *jax.tree_util.tree_leaves(params))
     )
-    if not remat and _fused.fast_kind(cell) is not None:
+    if fast:
+        step_input = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+        jax.eval_shape(cell.step, params, state, step_input)  # the cell's checks and messages
         valid = None if length is None else steps < length
-        return _fused.scan(cell, params, projected, state, valid, reverse=reverse, unroll=unroll)
+        return _fused.scan(cell, params, xs, state, valid, reverse=reverse, unroll=unroll)
     recur = jax.checkpoint(cell.recur) if remat else cell.recur
 
     if length is None:
