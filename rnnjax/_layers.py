@@ -59,7 +59,7 @@ def _check_batch(x, lengths):
 def _run_cell(cell: Cell, params, x, lengths, initial_state, *, reverse, unroll, remat):
     """``scan`` vmapped over the batch: returns ``(final_state [B, ..], ys [B, T, H])``."""
     if initial_state is None:
-        dtype = jnp.promote_types(x.dtype, params.w_h.dtype)
+        dtype = jnp.result_type(x, *jax.tree_util.tree_leaves(params))
         initial_state = cell.initial_state((x.shape[0],), dtype=dtype)
 
     def one(xs, state, length):

@@ -69,7 +69,8 @@ def _assert_trees_close(actual, expected, scale):
 
 @pytest.mark.parametrize(
     "name, method",
-    [(name, "deer") for name in CELLS] + [("lstm", "quasi_deer")],
+    [("simple_rnn", "deer"), ("lstm", "deer"), ("gru", "deer"), ("lstm", "quasi_deer")]
+    + [pytest.param("gru_reset_after", "deer", marks=pytest.mark.slow)],
 )
 def test_outputs_and_gradients_match_sequential_scan(name, method, x64):
     cell = CELLS[name](jnp.float64)
