@@ -7,6 +7,9 @@ step's linearisation happens to hold. Here the sequence has a :func:`jax.custom_
 * runs the forward scan once, saving per step only the previous state and the activated gates
   (LSTM: ``i, f, g, o, tanh c``; GRU: ``r, z, candidate`` and one more ``[H]`` vector; RNN: the
   pre-activation), each as its own stacked array;
+* projects ``x_t W_x + b`` inside the loop in the forward pass (on XLA:CPU storing and
+  transposing a hoisted ``[T, B, G*H]`` projection costs more than the small per-step matmul),
+  while the tangents of the input terms are one matmul each, outside the loop;
 * moves the term ``h_{t-1} dW_h`` out of the time loop: it is one ``[T*B, H] x [H, G*H]`` matmul
   over the saved ``h_{t-1}``, which JAX transposes into one matmul for ``dW_h``;
 * writes the tangent recurrence with every operation linear in the tangents, so partial

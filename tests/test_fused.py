@@ -139,5 +139,6 @@ def test_fused_path_keeps_the_cells_error_messages():
     bad_state = rnnjax.LSTMState(jnp.zeros(5), jnp.zeros(3))
     with pytest.raises(ValueError, match=r"initial_state leaves must have shape \(3,\)"):
         jax.grad(lambda p: jnp.sum(rnnjax.scan(cell, p, xs, initial_state=bad_state)[1]))(params)
-    with pytest.raises(TypeError, match="state must be LSTMState"):
-        rnnjax.scan(cell, params, xs, initial_state=rnnjax.RNNState(jnp.zeros(3)))
+    bad_params = params._replace(w_h=jnp.zeros((3, 5)))
+    with pytest.raises(ValueError, match=r"expected params.w_h of shape \(3, 12\)"):
+        jax.grad(lambda p: jnp.sum(rnnjax.scan(cell, p, xs)[1]))(bad_params)

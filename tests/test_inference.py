@@ -142,9 +142,6 @@ def test_engine_matches_one_java_batch_of_equal_lengths(x64):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_from_seed_constructors_read_the_java_layout(kind, x64):
-    interop = pytest.importorskip("rnnjax.interop")
-    if not hasattr(interop, "from_seed_lstm"):
-        pytest.skip("rnnjax.interop.from_seed_rnn/from_seed_lstm are not there yet")
     weights = seed_weights(kind)
     make = InferenceEngine.from_seed_rnn if kind == "rnn" else InferenceEngine.from_seed_lstm
     result = make(*weights).run(ragged())

@@ -108,7 +108,8 @@ def test_structure_problems_catch_unexecuted_and_out_of_order_cells():
 
 
 def test_write_thumbnail_scales_the_main_figure(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib
+
     matplotlib.use("Agg")
     import base64
     import io
