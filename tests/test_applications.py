@@ -109,6 +109,7 @@ def test_dates_spelling_and_disjoint_split():
     assert all(datetime.date.fromisoformat(iso) == d for _, iso, d in train_pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["luong"])
 def test_dates_attention_decoder_learns_and_masks(kind):
     pairs = dates_seq2seq.date_pairs(512, 0)

@@ -19,6 +19,7 @@ def results(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_results_json_has_machine_gemm_and_every_section(results):
     out, data = results
     assert {
@@ -38,6 +39,7 @@ def test_results_json_has_machine_gemm_and_every_section(results):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_every_cpu_competitor_ran_forward_and_backward(results):
     _, data = results
     ran = {(row["framework"], row["mode"]) for row in data["comparisons"]}
@@ -53,6 +55,7 @@ def test_every_cpu_competitor_ran_forward_and_backward(results):
         assert row["framework"] == "torch" or row["compile_s"] > 0
 
 
+@pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_sweeps_cover_t_and_report_linearity(results):
     _, data = results
     steps = sorted({row["T"] for row in data["sweeps"]["rows"]["T"]})
@@ -60,6 +63,7 @@ def test_sweeps_cover_t_and_report_linearity(results):
     assert set(data["sweeps"]["linearity"]) == {"rnnjax", "torch"}
 
 
+@pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_memory_rows_compare_default_plain_and_remat(results):
     _, data = results
     variants = {row["variant"]: row for row in data["memory"]}
@@ -67,6 +71,7 @@ def test_memory_rows_compare_default_plain_and_remat(results):
     assert all(row["peak_bytes"] > 0 for row in variants.values())
 
 
+@pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_report_renders_markdown_tables(results):
     _, data = results
     text = report.markdown(data)

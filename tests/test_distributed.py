@@ -269,6 +269,7 @@ def test_two_processes_train_on_one_global_batch():
         assert worker.returncode == 0, errors[-4000:]
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_in_subprocess():
     if EIGHT:
         pytest.skip("this process has 8 devices: the multidevice tests ran here")

@@ -137,6 +137,7 @@ def test_long_dependencies_tiny_run(tmp_path, monkeypatch):
     _written(tmp_path, "long_dependencies.png")
 
 
+@pytest.mark.slow
 def test_architecture_tradeoffs(tmp_path):
     config = {
         "hidden_size": 8,

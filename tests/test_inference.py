@@ -318,6 +318,7 @@ def test_multidevice_engine_shards_batches_and_matches_one_device():
     assert sharded.stats.padded_fraction > single.stats.padded_fraction  # rows per device >= 1
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_in_subprocess():
     if EIGHT:
         pytest.skip("this process has 8 devices: the multidevice tests ran here")

@@ -47,6 +47,7 @@ def test_every_notebook_is_there():
     assert [path.stem for path in NOTEBOOKS] == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem[:2] for path in NOTEBOOKS])
 def test_notebook_runs_and_committed_outputs_are_in_sync(path):
     committed = nbformat.read(path, as_version=4)

@@ -7,6 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import parallel_in_time
 
@@ -32,6 +33,7 @@ def test_tanh_rnn_cell_and_lyapunov_exponent():
     np.testing.assert_allclose(out["log_jacobian_norm"], np.log(0.5), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_writes_results(tmp_path):
     results = parallel_in_time.run(dict(CONFIG), tmp_path)
     contractive = results["gain_sweep"]["rows"][0]
