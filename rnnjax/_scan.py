@@ -53,8 +53,10 @@ def scan(
 ) -> tuple[Any, jax.Array]:
     """Run ``cell`` over one sequence ``xs [T, D]``; returns ``(final_state, ys [T, H])``.
 
-    The input projection ``xs W_x + b`` of all ``T`` steps is one matmul outside the loop; the
-    loop carries only the recurrent part. Batches come from ``jax.vmap`` (or ``rnnjax.rnn``).
+    The built-in cells (without ``remat``) take a fused path whose derivative is one custom JVP
+    over the whole sequence (``rnnjax._fused``: less BPTT memory, the ``dW_h`` term as one matmul);
+    other cells run ``cell.recur`` under ``lax.scan`` with the input projection ``xs W_x + b``
+    hoisted out of the loop. Batches come from ``jax.vmap`` (or ``rnnjax.rnn``).
 
     Args:
       cell: a :class:`Cell` from ``rnnjax.simple_rnn``, ``lstm`` or ``gru``.
