@@ -6,7 +6,8 @@ accepted when the state carries the same ones). Gates are fused along the last a
 into ``project_inputs`` (``x W_x + b``, independent of the state, so a generic scan can hoist it
 out of the time loop as one ``[T, D] x [D, G*H]`` matmul) and ``recur`` (the state update from the
 projected input). For the built-in cells ``rnnjax.scan`` takes a fused path (``rnnjax._fused``)
-that projects inside the loop, which measured faster on XLA:CPU. ``step`` is their composition, so the gate math has one source.
+that projects inside the loop, which measured faster on XLA:CPU. ``step`` is their composition,
+so the gate math has one source.
 """
 
 from collections.abc import Callable
