@@ -7,7 +7,6 @@ backend, so ``test_eight_simulated_devices_in_subprocess`` reruns them in a fres
 
 import functools
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from jax.sharding import PartitionSpec as P
 
 import rnnjax
 from rnnjax import distributed
+from tests.multidevice import EIGHT, run_multidevice_cases
 from tests.tolerances import assert_close
 
-EIGHT = jax.device_count() >= 8
 multidevice = pytest.mark.skipif(
     not EIGHT, reason="needs 8 devices; test_eight_simulated_devices_in_subprocess runs it"
 )
@@ -273,13 +272,4 @@ def test_two_processes_train_on_one_global_batch():
 def test_eight_simulated_devices_in_subprocess():
     if EIGHT:
         pytest.skip("this process has 8 devices: the multidevice tests ran here")
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
-    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-k", "multidevice"]
-    command += ["-p", "no:cacheprovider", "-p", "no:randomly"]
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
-    report = result.stdout[-4000:] + result.stderr[-2000:]
-    assert result.returncode == 0, report
-    passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) == 5 and "skipped" not in result.stdout, report
+    run_multidevice_cases(__file__, expected_passed=5)
