@@ -50,6 +50,7 @@ def scan(
     reverse: bool = False,
     unroll: int | bool = 1,
     remat: bool = False,
+    remat_chunk: int | None = None,
 ) -> tuple[Any, jax.Array]:
     """Run ``cell`` over one sequence ``xs [T, D]``; returns ``(final_state, ys [T, H])``.
 
@@ -74,6 +75,10 @@ def scan(
       unroll: passed to ``lax.scan``.
       remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
         the gates, trading compute for memory.
+      remat_chunk: checkpoint the loop in chunks of this many steps: BPTT keeps one carry per
+        chunk plus one chunk's internals and recomputes each chunk's forward, so memory is
+        ``O(T / k + k)`` (``k ~ sqrt(T)`` is the classic choice for very long sequences).
+        Combines with ``remat``; ``T`` need not be a multiple of ``k``.
 
     Returns:
       ``(final_state, ys)`` with ``ys [T, H]``.
@@ -91,12 +96,21 @@ def scan(
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
     num_steps = xs.shape[0]
+    if remat_chunk is not None:
+        if not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool) or remat_chunk < 1:
+            raise ValueError(f"remat_chunk must be a positive int or None; got {remat_chunk!r}.")
+        if length is None and num_steps % remat_chunk:
+            length = num_steps  # the chunks' padding must leave the state alone
     if length is not None:
         length = _checks.lengths(length, (), num_steps, name="length")
         steps = jnp.arange(num_steps)
         # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
         xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
-    fast = not remat and _fused.fast_kind(cell) is not None
+        if remat_chunk is not None and num_steps % remat_chunk:
+            pad = remat_chunk - num_steps % remat_chunk
+            xs = jnp.pad(xs, ((0, pad), (0, 0)))
+            steps = jnp.arange(num_steps + pad)
+    fast = not remat and remat_chunk is None and _fused.fast_kind(cell) is not None
     # The fast path projects inside its loop; here it only needs the projection's dtype.
     projected = (jax.eval_shape if fast else lambda f, *a: f(*a))(cell.project_inputs, params, xs)
     state = _check_initial_state(
@@ -114,7 +128,7 @@ def scan(
         def body(carry, projected_t):
             return recur(params, carry, projected_t)
 
-        return lax.scan(body, state, projected, reverse=reverse, unroll=unroll)
+        return _loop(body, state, projected, reverse, unroll, remat_chunk, num_steps)
 
     def masked_body(carry, inputs):
         t, projected_t = inputs
@@ -125,4 +139,25 @@ def scan(
         )
         return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
 
-    return lax.scan(masked_body, state, (steps, projected), reverse=reverse, unroll=unroll)
+    return _loop(masked_body, state, (steps, projected), reverse, unroll, remat_chunk, num_steps)
+
+
+def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps):
+    """``lax.scan``, or with ``chunk`` a scan over checkpointed chunks of ``chunk`` steps.
+
+    ``inputs`` already span a whole number of chunks (``scan`` pads them, masked); the outputs
+    are cut back to ``num_steps``.
+    """
+    if chunk is None:
+        return lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+    num_chunks = jax.tree_util.tree_leaves(inputs)[0].shape[0] // chunk
+
+    def split(a):
+        return a.reshape(num_chunks, chunk, *a.shape[1:])
+
+    @jax.checkpoint
+    def chunk_body(carry, chunk_inputs):
+        return lax.scan(body, carry, chunk_inputs, reverse=reverse, unroll=unroll)
+
+    carry, ys = lax.scan(chunk_body, carry, jax.tree_util.tree_map(split, inputs), reverse=reverse)
+    return carry, ys.reshape(num_chunks * chunk, *ys.shape[2:])[:num_steps]

@@ -268,5 +268,35 @@ def test_bfloat16_scan_smoke():
 
 def test_initial_state_of_another_cell_is_rejected():
     cell, params, xs = _setup("lstm")
-    with pytest.raises(ValueError, match="initial_state must have the structure.*LSTMState.*RNNState"):
+    with pytest.raises(
+        ValueError, match="initial_state must have the structure.*LSTMState.*RNNState"
+    ):
         rnnjax.scan(cell, params, xs, initial_state=rnnjax.RNNState(jnp.zeros(4)))
+
+
+@pytest.mark.parametrize(
+    "chunk,length,reverse", [(3, None, False), (4, None, True), (3, 5, False), (2, 6, True)]
+)
+def test_chunked_remat_changes_nothing(chunk, length, reverse):
+    cell, params, xs = _setup("lstm", steps=9)  # 9 steps: chunks of 3 fit, of 2 and 4 do not
+
+    def loss(p, x, **kw):
+        final, ys = rnnjax.scan(cell, p, x, length=length, reverse=reverse, **kw)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c), ys
+
+    (value, ys), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        params, xs, remat_chunk=chunk
+    )
+    (want_value, want_ys), want_grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        params, xs
+    )
+    assert ys.shape == (9, 4)
+    assert_close(ys, want_ys)
+    assert_close(value, want_value)
+    jax.tree_util.tree_map(assert_close, grads, want_grads)
+
+
+def test_chunked_remat_rejects_bad_chunk():
+    cell, params, xs = _setup("gru")
+    with pytest.raises(ValueError, match="remat_chunk must be a positive int or None; got 0"):
+        rnnjax.scan(cell, params, xs, remat_chunk=0)
