@@ -56,7 +56,9 @@ def _check_batch(x, lengths):
     return x, lengths
 
 
-def _run_cell(cell: Cell, params, x, lengths, initial_state, *, reverse, unroll, remat):
+def _run_cell(
+    cell: Cell, params, x, lengths, initial_state, *, reverse, unroll, remat, remat_chunk=None
+):
     """``scan`` vmapped over the batch: returns ``(final_state [B, ..], ys [B, T, H])``."""
     if initial_state is None:
         dtype = jnp.result_type(x, *jax.tree_util.tree_leaves(params))
@@ -65,7 +67,7 @@ def _run_cell(cell: Cell, params, x, lengths, initial_state, *, reverse, unroll,
     def one(xs, state, length):
         return scan(
             cell, params, xs, initial_state=state, length=length,
-            reverse=reverse, unroll=unroll, remat=remat,
+            reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
         )  # fmt: skip
 
     if lengths is None:
@@ -90,7 +92,7 @@ def _check_merge(merge):
         raise ValueError(f"merge must be one of {MERGE_MODES}; got {merge!r}.")
 
 
-def _directions(cells: Sequence[Cell], merge, unroll, remat):
+def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
     """Shared body of ``rnn``, ``bidirectional`` and ``stack``.
 
     Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse) ->
@@ -112,7 +114,7 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat):
         if not bidirectional_:
             state, ys = _run_cell(
                 cells[0], params, x, lengths, initial_state,
-                reverse=reverse, unroll=unroll, remat=remat,
+                reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
             )  # fmt: skip
             return ys, state.h, state
         if not isinstance(params, BidirectionalParams):
@@ -123,7 +125,10 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat):
         initial = (None, None) if initial_state is None else initial_state
         states, outputs = [], []
         for cell, p, s, rev in zip(cells, params, initial, (False, True), strict=True):
-            state, ys = _run_cell(cell, p, x, lengths, s, reverse=rev, unroll=unroll, remat=remat)
+            state, ys = _run_cell(
+                cell, p, x, lengths, s,
+                reverse=rev, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+            )  # fmt: skip
             states.append(state)
             outputs.append(ys)
         last = _merge(states[0].h, states[1].h, merge)
@@ -133,8 +138,10 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat):
     return init, run, width
 
 
-def _recurrent_layer(cells, merge, return_sequences, return_state, reverse, unroll, remat):
-    init, run, width = _directions(cells, merge, unroll, remat)
+def _recurrent_layer(
+    cells, merge, return_sequences, return_state, reverse, unroll, remat, remat_chunk=None
+):
+    init, run, width = _directions(cells, merge, unroll, remat, remat_chunk)
 
     def apply(params, x, lengths=None, *, initial_state=None):
         x, lengths = _check_batch(x, lengths)
@@ -156,19 +163,21 @@ def rnn(
     reverse: bool = False,
     unroll: int | bool = 1,
     remat: bool = False,
+    remat_chunk: int | None = None,
 ) -> Layer:
     """Run ``cell`` over a batch ``x [B, T, D]`` (``rnnjax.scan`` under ``jax.vmap``).
 
     ``apply(params, x, lengths=None, *, initial_state=None)`` returns the last valid hidden state
     ``[B, H]`` (or all outputs ``[B, T, H]`` with ``return_sequences``, zero past each length),
-    and with ``return_state`` also the final state (leaves ``[B, H]``).
+    and with ``return_state`` also the final state (leaves ``[B, H]``). ``reverse``, ``unroll``,
+    ``remat`` and ``remat_chunk`` are ``rnnjax.scan``'s.
 
     >>> layer = rnnjax.rnn(rnnjax.gru(32), return_sequences=True)
     >>> params = layer.init(jax.random.key(0), input_shape=(20, 8))
     >>> ys = layer.apply(params, jnp.ones((4, 20, 8)), lengths=jnp.array([20, 5, 0, 11]))
     """
     return _recurrent_layer(
-        (cell,), "concat", return_sequences, return_state, reverse, unroll, remat
+        (cell,), "concat", return_sequences, return_state, reverse, unroll, remat, remat_chunk
     )
 
 

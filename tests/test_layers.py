@@ -213,3 +213,20 @@ class TestBadInput:
             ValueError, match=r"x must have shape \(\.\.\., 5\).*got shape \(3, 4\)"
         ):
             layer.apply(params, jnp.ones((3, 4)))
+
+
+def test_rnn_layer_chunked_remat_equals_default():
+    x, lengths = _batch(steps=7), jnp.array([7, 3, 0])
+    plain = rnnjax.rnn(rnnjax.gru(4), return_sequences=True)
+    chunked = rnnjax.rnn(rnnjax.gru(4), return_sequences=True, remat_chunk=3)
+    params = plain.init(KEY, (7, 2))
+
+    def loss(layer, p):
+        return jnp.sum(jnp.cos(layer.apply(p, x, lengths=lengths)))
+
+    assert_close(chunked.apply(params, x, lengths=lengths), plain.apply(params, x, lengths))
+    jax.tree.map(
+        assert_close,
+        jax.grad(lambda p: loss(chunked, p))(params),
+        jax.grad(lambda p: loss(plain, p))(params),
+    )

@@ -79,10 +79,10 @@ def linearity(rows: list[dict]) -> dict:
     return result
 
 
-def _bptt_memory(cell, batch, steps, inputs, hidden, remat, plain=False):
+def _bptt_memory(cell, batch, steps, inputs, hidden, remat, plain=False, chunk=None):
     """Compiled temporaries and outputs of ``grad(sum(rnn(x)))`` in bytes, without running it."""
     core = _competitors.rnnjax_cell(cell, hidden, plain=plain)
-    layer = rnnjax.rnn(core, return_sequences=True, remat=remat)
+    layer = rnnjax.rnn(core, return_sequences=True, remat=remat, remat_chunk=chunk)
     shape = jax.ShapeDtypeStruct((batch, steps, inputs), jnp.float32)
     params = jax.eval_shape(lambda: layer.init(jax.random.key(0), (steps, inputs)))
 
@@ -100,10 +100,13 @@ def memory(config: dict) -> list[dict]:
     shape = config["memory_shape"]
     rows = []
     for cell in config["cells"]:
-        for variant, remat, plain in (("default", False, False), ("plain", False, True),
-                                      ("remat", True, False)):  # fmt: skip
+        chunk = max(1, round(shape["T"] ** 0.5))  # sqrt(T) checkpoints
+        for variant, remat, plain, remat_chunk in (
+            ("default", False, False, None), ("plain", False, True, None),
+            ("remat", True, False, None), (f"remat_chunk={chunk}", False, False, chunk),
+        ):  # fmt: skip
             measured = _bptt_memory(
-                cell, shape["B"], shape["T"], shape["D"], shape["H"], remat, plain
+                cell, shape["B"], shape["T"], shape["D"], shape["H"], remat, plain, remat_chunk
             )
             states = (2 if cell == "lstm" else 1) * shape["B"] * shape["T"] * shape["H"] * 4
             rows.append({
