@@ -1,7 +1,5 @@
 """rnnjax.interop seed importers against a NumPy transcription of the seed's Java loops."""
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,53 +7,8 @@ import pytest
 
 import rnnjax
 from rnnjax import interop
+from tests.oracles.seed_java import java_forward_lstm, java_forward_vanilla_rnn
 from tests.tolerances import assert_close
-
-
-def java_vanilla_rnn(input_batch, w_x, w_h, bias):
-    """``EnterpriseSequenceInferenceEngine.forwardVanillaRNNParallel``, loop for loop."""
-    hidden_dim = len(w_h)
-    final = []
-    for sequence in input_batch:
-        current = [0.0] * hidden_dim
-        for current_input in sequence:
-            next_hidden = [0.0] * hidden_dim
-            for h in range(hidden_dim):
-                net = 0.0
-                for x in range(len(current_input)):
-                    net += current_input[x] * w_x[h][x]
-                for r in range(hidden_dim):
-                    net += current[r] * w_h[h][r]
-                net += bias[h]
-                next_hidden[h] = math.tanh(net)
-            current = list(next_hidden)
-        final.append(current)
-    return np.array(final)
-
-
-def java_lstm(input_batch, w_gate, b_gate):
-    """``EnterpriseSequenceInferenceEngine.forwardLSTMParallel``, loop for loop."""
-    hidden_dim = len(w_gate[0])
-    sigmoid = lambda v: 1.0 / (1.0 + math.exp(-v))
-    final = []
-    for sequence in input_batch:
-        h_state, c_state = [0.0] * hidden_dim, [0.0] * hidden_dim
-        for x_t in sequence:
-            concat = list(x_t) + list(h_state)
-            gates = [[0.0] * hidden_dim for _ in range(4)]
-            for h in range(hidden_dim):
-                sums = [
-                    sum(concat[j] * w_gate[k][h][j] for j in range(len(concat))) for k in range(4)
-                ]
-                gates[0][h] = sigmoid(sums[0] + b_gate[0][h])
-                gates[1][h] = sigmoid(sums[1] + b_gate[1][h])
-                gates[2][h] = math.tanh(sums[2] + b_gate[2][h])
-                gates[3][h] = sigmoid(sums[3] + b_gate[3][h])
-            for h in range(hidden_dim):
-                c_state[h] = gates[0][h] * c_state[h] + gates[1][h] * gates[2][h]
-                h_state[h] = gates[3][h] * math.tanh(c_state[h])
-        final.append(list(h_state))
-    return np.array(final)
 
 
 def _shapes(seed):
@@ -75,7 +28,7 @@ def test_from_seed_rnn_matches_java_loops(seed, x64):
     params = interop.from_seed_rnn(w_x.tolist(), w_h.tolist(), bias.tolist())
     assert params.w_x.dtype == jnp.float64
     actual = rnnjax.rnn(rnnjax.simple_rnn(hidden)).apply(params, jnp.asarray(x))
-    assert_close(actual, java_vanilla_rnn(x.tolist(), w_x, w_h, bias), "float64", scale=100)
+    assert_close(actual, java_forward_vanilla_rnn(x.tolist(), w_x, w_h, bias), "float64", scale=100)
     for original, back in zip((w_x, w_h, bias), interop.to_seed_rnn(params), strict=True):
         np.testing.assert_array_equal(back, original)
 
@@ -89,7 +42,10 @@ def test_from_seed_lstm_matches_java_loops(seed, x64):
     params = interop.from_seed_lstm(w_gate.tolist(), b_gate)
     actual = rnnjax.rnn(rnnjax.lstm(hidden)).apply(params, jnp.asarray(x))
     assert_close(
-        actual, java_lstm(x.tolist(), w_gate.tolist(), b_gate.tolist()), "float64", scale=100
+        actual,
+        java_forward_lstm(x.tolist(), w_gate.tolist(), b_gate.tolist(), x.shape[-1]),
+        "float64",
+        scale=100,
     )
     w_back, b_back = interop.to_seed_lstm(params)
     np.testing.assert_array_equal(w_back, w_gate)
