@@ -112,6 +112,18 @@ def _add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
     return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
 
 
+def _project(params, x, dtype) -> jax.Array:
+    """``x W_x + b`` after checking ``x`` is floating point with ``params.w_x``'s feature size."""
+    x = _checks.floating_array(x, "x")
+    input_size = params.w_x.shape[0]
+    if x.ndim < 1 or x.shape[-1] != input_size:
+        raise ValueError(
+            f"x must have shape (..., input_size={input_size}) to match params.w_x "
+            f"{tuple(params.w_x.shape)}; got shape {tuple(x.shape)}."
+        )
+    return _add_bias(_dot(x, params.w_x, dtype), params.b)
+
+
 def _split(z: jax.Array, num_gates: int) -> list[jax.Array]:
     return jnp.split(z, num_gates, axis=-1)
 
@@ -217,14 +229,7 @@ def _make_cell(
 
     def project_inputs(params, x: jax.Array) -> jax.Array:
         check_params(params)
-        x = _checks.floating_array(x, "x")
-        input_size = params.w_x.shape[0]
-        if x.ndim < 1 or x.shape[-1] != input_size:
-            raise ValueError(
-                f"x must have shape (..., input_size={input_size}) to match params.w_x "
-                f"{tuple(params.w_x.shape)}; got shape {tuple(x.shape)}."
-            )
-        return _add_bias(_dot(x, params.w_x, dtype), params.b)
+        return _project(params, x, dtype)
 
     def recur(params, state, projected: jax.Array):
         check_params(params)

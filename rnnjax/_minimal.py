@@ -14,7 +14,7 @@ from jax import lax
 
 from rnnjax import _checks
 from rnnjax import _initializers as inits
-from rnnjax._cells import Cell, RNNState, _add_bias, _dot, _split
+from rnnjax._cells import Cell, RNNState, _project, _split
 from rnnjax._scan import _check_cell, _check_initial_state
 
 MIN_GRU_GATES = ("z", "h")
@@ -101,13 +101,7 @@ def _minimal_cell(name, hidden_size, gates, params_type, kernel_init, dtype, par
 
     def project_inputs(params, x: jax.Array) -> jax.Array:
         check_params(params)
-        x = _checks.floating_array(x, "x")
-        if x.ndim < 1 or x.shape[-1] != params.w_x.shape[0]:
-            raise ValueError(
-                f"x must have shape (..., input_size={params.w_x.shape[0]}) to match params.w_x "
-                f"{tuple(params.w_x.shape)}; got shape {tuple(x.shape)}."
-            )
-        return _add_bias(_dot(x, params.w_x, dtype), params.b)
+        return _project(params, x, dtype)
 
     def recur(params, state, projected: jax.Array):
         check_params(params)
