@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from rnnjax import _checks
 from rnnjax import _initializers as inits
 from rnnjax._cells import Cell
-from rnnjax._scan import _check_cell, scan
+from rnnjax._scan import _check_cell, scan_batch
 
 MERGE_MODES = ("concat", "sum", "mean", "mul", None)
 
@@ -59,20 +59,14 @@ def _check_batch(x, lengths):
 def _run_cell(
     cell: Cell, params, x, lengths, initial_state, *, reverse, unroll, remat, remat_chunk=None
 ):
-    """``scan`` vmapped over the batch: returns ``(final_state [B, ..], ys [B, T, H])``."""
+    """``scan`` over the batch (``scan_batch``): ``(final_state [B, ..], ys [B, T, H])``."""
     if initial_state is None:
         dtype = jnp.result_type(x, *jax.tree_util.tree_leaves(params))
         initial_state = cell.initial_state((x.shape[0],), dtype=dtype)
-
-    def one(xs, state, length):
-        return scan(
-            cell, params, xs, initial_state=state, length=length,
-            reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
-        )  # fmt: skip
-
-    if lengths is None:
-        return jax.vmap(lambda xs, state: one(xs, state, None))(x, initial_state)
-    return jax.vmap(one)(x, initial_state, lengths)
+    return scan_batch(
+        cell, params, x, initial_state, lengths,
+        reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+    )  # fmt: skip
 
 
 def _merge(forward: jax.Array, backward: jax.Array, merge):

@@ -198,7 +198,13 @@ def _log_combine(earlier, later):
 
 
 def parallel_minimal_scan(
-    cell: Cell, params: Any, xs: jax.Array, *, initial_state: Any = None, reverse: bool = False
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    *,
+    initial_state: Any = None,
+    length: jax.Array | int | None = None,
+    reverse: bool = False,
 ) -> tuple[RNNState, jax.Array]:
     r"""Run a ``min_gru``/``min_lstm`` cell over ``xs [T, D]`` with one associative scan, exactly.
 
@@ -214,14 +220,23 @@ def parallel_minimal_scan(
       params: the cell's params.
       xs: one sequence ``[T, input_size]``; batch with ``jax.vmap``.
       initial_state: ``RNNState(h [H])``; zeros when ``None``.
-      reverse: run from ``xs[T-1]`` to ``xs[0]``; ``ys[t]`` stays aligned with ``xs[t]``.
+      length: valid steps ``0 <= length <= T`` (an int scalar; per example under ``vmap``), as in
+        ``rnnjax.scan``: outputs at ``t >= length`` are zeros and ``final_state`` is the state
+        after the last valid step (``initial_state`` when ``length = 0``). Causality makes the
+        padding harmless once it sits after the valid steps, so the scan runs over all ``T``
+        steps and reads the result at ``length - 1``; the padding of ``xs`` is zeroed first, so
+        NaN/inf there reaches neither outputs nor gradients. Under ``jit`` an out-of-range length
+        is clipped to ``[0, T]``; concrete values are checked.
+      reverse: run from the last valid step to ``xs[0]``; ``ys[t]`` stays aligned with ``xs[t]``
+        (with ``length``, only the valid prefix is reversed, as in ``rnnjax.scan``).
 
     Returns:
       ``(final_state, ys [T, H])``, equal to ``rnnjax.scan(cell, params, xs)`` up to rounding.
 
     Raises:
       TypeError: ``cell`` is not a Cell; ``xs`` is not floating point.
-      ValueError: ``cell`` is not a minimal cell; ``xs`` or ``initial_state`` has the wrong shape.
+      ValueError: ``cell`` is not a minimal cell; ``xs`` or ``initial_state`` has the wrong shape;
+        ``length`` is not a scalar in ``[0, T]``.
 
     >>> cell = rnnjax.min_lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
@@ -235,13 +250,28 @@ def parallel_minimal_scan(
         )
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
+    num_steps = xs.shape[0]
+    if length is None:
+        order = jnp.arange(num_steps)[::-1] if reverse else None
+    else:
+        length = jnp.clip(_checks.lengths(length, (), num_steps, name="length"), 0, num_steps)
+        steps = jnp.arange(num_steps)
+        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
+        xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
+        # Reverse only the valid prefix; this order is its own inverse.
+        order = jnp.where(steps < length, length - 1 - steps, steps) if reverse else None
     projected = cell.project_inputs(params, xs)
     state = _check_initial_state(cell, initial_state, projected.dtype)
-    if reverse:
-        projected = projected[::-1]
+    if order is not None:
+        projected = projected[order]
     log_a, log_b = _COEFFICIENTS[cell.name](projected, log=True)
     log_a_cum, log_h = lax.associative_scan(_log_combine, (log_a, log_b))
     h0 = state.h.astype(projected.dtype)
     ys = (jnp.exp(log_h) + jnp.exp(log_a_cum) * h0[None]).astype(state.h.dtype)
-    final_state = RNNState(ys[-1]) if ys.shape[0] else state
-    return final_state, ys[::-1] if reverse else ys
+    if length is None:
+        final_state = RNNState(ys[-1]) if num_steps else state
+    else:
+        last = ys[jnp.maximum(length - 1, 0)] if num_steps else state.h
+        final_state = RNNState(jnp.where(length > 0, last, state.h))
+        ys = jnp.where((jnp.arange(num_steps) < length)[:, None], ys, jnp.zeros_like(ys))
+    return final_state, ys if order is None else ys[order]

@@ -78,10 +78,16 @@ def _residual(states: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(jnp.isnan(error), jnp.inf, error))
 
 
+def _at(inputs, t):
+    """Step ``t`` of a pytree of per-step inputs (leaves ``[T, ...]``)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[t], inputs)
+
+
 def _make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
     """Build ``solve(params, projected, s0, guess) -> (states [T, N], info)`` with an IFT VJP.
 
-    ``f(params, s, p) -> s'`` is one step on a flat state ``s [N]``.
+    ``f(params, s, p) -> s'`` is one step on a flat state ``s [N]``; ``projected`` is a pytree of
+    per-step inputs (leaves ``[T, ...]``; the projected inputs and, with ``length``, the mask).
     """
     step_all = jax.vmap(f, in_axes=(None, 0, 0))
     diagonal = method == "quasi_deer"
@@ -128,7 +134,7 @@ def _make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         # A while_loop, not lax.scan: under vmap it runs zero steps unless some example needs it.
         def body(carry):
             t, s, out = carry
-            s = f(params, s, projected[t])
+            s = f(params, s, _at(projected, t))
             return t + 1, s, out.at[t].set(s)
 
         carry = (jnp.int32(0), s0, states)
@@ -170,7 +176,7 @@ def _make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
 
         def step_back(carry):
             t, lam_next, out = carry
-            _, vjp = jax.vjp(lambda s: f(params, s, projected[t + 1]), states[t])
+            _, vjp = jax.vjp(lambda s: f(params, s, _at(projected, t + 1)), states[t])
             lam_t = cotangent[t] + vjp(lam_next)[0]
             return t - 1, lam_t, out.at[t].set(lam_t)
 
@@ -246,6 +252,7 @@ def parallel_scan(
     tol: float | None = None,
     initial_guess: Any = None,
     initial_state: Any = None,
+    length: jax.Array | int | None = None,
     reverse: bool = False,
     on_failure: str = "fallback",
 ) -> tuple[Any, jax.Array, ParallelScanInfo]:
@@ -283,7 +290,17 @@ def parallel_scan(
       initial_guess: a state pytree with leaves ``[T, H]`` to start from (e.g. the trajectory of
         the previous training step); zeros when ``None``.
       initial_state: the state before ``xs[0]`` (leaves ``[H]``); zeros when ``None``.
-      reverse: run from ``xs[T-1]`` to ``xs[0]``; ``ys[t]`` stays aligned with ``xs[t]``.
+      length: valid steps ``0 <= length <= T`` (an int scalar; per example under ``vmap``), as in
+        ``rnnjax.scan``: steps at ``t >= length`` leave the state unchanged and output zeros, so
+        ``final_state`` is the state after the last valid step and ``length = 0`` returns
+        ``initial_state``. In the Newton system a padded step is ``s_t = s_{t-1}`` (Jacobian
+        identity, offset zero), still a linear recurrence, so it costs no extra iterations and
+        the gradients (zero for the padding of ``xs``) follow from the same adjoint. The padding
+        of ``xs`` is zeroed first, so NaN/inf there reaches neither outputs nor gradients. Under
+        ``jit`` an out-of-range length acts as if clipped to ``[0, T]``; concrete values are
+        checked.
+      reverse: run from the last valid step to ``xs[0]``; ``ys[t]`` stays aligned with ``xs[t]``
+        (with ``length``, only the valid prefix is reversed, as in ``rnnjax.scan``).
       on_failure: ``"fallback"`` reruns the sequence with a sequential loop when Newton did not
         converge (``info.fell_back``); ``"raise"`` raises :class:`ConvergenceError` when called
         outside ``jit``/``vmap``/``grad`` and otherwise returns NaN trajectories. Under ``vmap``
@@ -293,14 +310,16 @@ def parallel_scan(
       ``(final_state, ys [T, H], info)``, ``info`` a :class:`ParallelScanInfo`.
 
     Raises:
-      TypeError: ``cell`` is not a Cell or ``xs`` is not floating point.
-      ValueError: bad ``xs`` shape, option, ``initial_state`` or ``initial_guess``.
+      TypeError: ``cell`` is not a Cell, ``xs`` is not floating point or ``length`` not an int.
+      ValueError: bad ``xs`` shape, option, ``initial_state`` or ``initial_guess``, or
+        ``length`` not a scalar in ``[0, T]``.
       ConvergenceError: ``on_failure="raise"``, concrete values, no convergence.
 
     >>> cell = rnnjax.gru(16)
     >>> params = cell.init(jax.random.key(0), input_size=4)
     >>> final_state, ys, info = rnnjax.parallel_scan(cell, params, jnp.ones((1000, 4)))
     >>> bool(info.converged), int(info.iterations)   # (True, 4)-ish for a contractive GRU
+    >>> final_state, ys, info = rnnjax.parallel_scan(cell, params, jnp.ones((1000, 4)), length=700)
     """
     _check_cell(cell)
     _check_options(method, max_iter, tol, on_failure)
@@ -309,8 +328,15 @@ def parallel_scan(
     num_steps = xs.shape[0]
     if num_steps == 0:
         raise ValueError("xs must have at least one step (T >= 1); got shape (0, ...).")
+    valid = None
+    if length is not None:
+        length = _checks.lengths(length, (), num_steps, name="length")
+        valid = jnp.arange(num_steps) < length
+        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
+        xs = jnp.where(valid[:, None], xs, jnp.zeros_like(xs))
     if reverse:
         xs = xs[::-1]
+        valid = None if valid is None else valid[::-1]
     projected = cell.project_inputs(params, xs)
     dtype = jnp.result_type(projected, *jax.tree_util.tree_leaves(params))
     state = _check_initial_state(cell, initial_state, dtype)
@@ -321,8 +347,11 @@ def parallel_scan(
     s0, unravel = ravel_pytree(state)
     unravel_all = jax.vmap(unravel)
 
-    def f(params, s, p):
-        return ravel_pytree(cell.recur(params, unravel(s), p)[0])[0]
+    def f(params, s, inputs):
+        p, valid_t = inputs
+        new = ravel_pytree(cell.recur(params, unravel(s), p)[0])[0]
+        # A padded step is the identity: Jacobian I, Newton offset 0.
+        return new if valid_t is None else jnp.where(valid_t, new, s)
 
     if tol is None:
         tol = _DEFAULT_TOL.get(np.dtype(s0.dtype).name, 1e-2)
@@ -330,10 +359,12 @@ def parallel_scan(
     guess_flat = jax.vmap(lambda *leaves: ravel_pytree(leaves)[0])(
         *jax.tree_util.tree_leaves(guess)
     )
-    states, info = solve(params, projected, s0, guess_flat)
+    states, info = solve(params, (projected, valid), s0, guess_flat)
 
     prev = unravel_all(_shift(states, s0))
     _, ys = jax.vmap(cell.recur, in_axes=(None, 0, 0))(params, prev, projected)
+    if valid is not None:
+        ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
     final_state = unravel(states[-1])
     if on_failure == "raise":
         ys = jnp.where(info.converged, ys, jnp.full_like(ys, jnp.nan))

@@ -161,3 +161,35 @@ def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps):
 
     carry, ys = lax.scan(chunk_body, carry, jax.tree_util.tree_map(split, inputs), reverse=reverse)
     return carry, ys.reshape(num_chunks * chunk, *ys.shape[2:])[:num_steps]
+
+
+def scan_batch(
+    cell: Cell, params, x, initial_state, lengths, *, reverse, unroll, remat, remat_chunk
+):
+    """``scan`` over a batch ``x [B, T, D]``: returns ``(final_state [B, ...], ys [B, T, H])``.
+
+    Equal to ``jax.vmap(scan)`` with per-example ``initial_state`` leaves ``[B, ...]`` and
+    ``lengths [B]`` (or ``None``), and it raises the same errors. Built-in cells without remat run
+    the fused path time-major on ``[T, B, ...]`` directly, so the derivative's hoisted matmuls see
+    all ``T * B`` rows at once in the layout XLA:CPU's GEMM is fast with (``vmap`` would put the
+    batch dim where XLA chooses a slow, transposing form).
+    """
+
+    def one(xs, state, length):
+        return scan(
+            cell, params, xs, initial_state=state, length=length,
+            reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+        )  # fmt: skip
+
+    batched = jax.vmap(one)
+    if remat or remat_chunk is not None or _fused.fast_kind(_check_cell(cell)) is None:
+        return batched(x, initial_state, lengths)
+    jax.eval_shape(batched, x, initial_state, lengths)  # every check and message of ``scan``
+    xs = jnp.swapaxes(x, 0, 1)
+    valid = None
+    if lengths is not None:
+        valid = jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
+        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
+        xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))
+    final, ys = _fused.scan(cell, params, xs, initial_state, valid, reverse=reverse, unroll=unroll)
+    return final, jnp.swapaxes(ys, 0, 1)

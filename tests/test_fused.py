@@ -142,3 +142,42 @@ def test_fused_path_keeps_the_cells_error_messages():
     bad_params = params._replace(w_h=jnp.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"expected params.w_h of shape \(3, 12\)"):
         jax.grad(lambda p: jnp.sum(rnnjax.scan(cell, p, xs)[1]))(bad_params)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(("lengths", "reverse"), [(None, False), ((6, 2, 0), True)])
+def test_time_major_batch_path_equals_vmapped_scan(x64, name, lengths, reverse):
+    """``rnnjax.rnn`` runs built-in cells time-major (``scan_batch``), not under ``vmap``: values
+    and gradients for params, inputs and initial state equal ``jax.vmap(rnnjax.scan)``."""
+    cell = CELLS[name](3)
+    _, params, _, _ = _setup(name)
+    x = jax.random.normal(jax.random.key(5), (3, 6, 2), jnp.float64)
+    state = jax.tree_util.tree_map(lambda s: s + 0.3, cell.initial_state((3,), jnp.float64))
+    lengths = None if lengths is None else jnp.array(lengths)
+    layer = rnnjax.rnn(cell, return_sequences=True, return_state=True, reverse=reverse)
+
+    def loss(run):
+        def value(params, x, state):
+            ys, final = run(params, x, state)
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final))
+
+        return value
+
+    def batched(params, x, state):
+        return layer.apply(params, x, lengths, initial_state=state)
+
+    def vmapped(params, x, state):
+        def one(xs, s, length):
+            return rnnjax.scan(cell, params, xs, initial_state=s, length=length, reverse=reverse)
+
+        final, ys = jax.vmap(one)(x, state, lengths)
+        return ys, final
+
+    args = (params, x, state)
+    assert_close(loss(batched)(*args), loss(vmapped)(*args))
+    jax.tree_util.tree_map(
+        assert_close,
+        jax.grad(loss(batched), argnums=(0, 1, 2))(*args),
+        jax.grad(loss(vmapped), argnums=(0, 1, 2))(*args),
+    )
+    check_grads(loss(batched), args, order=1, modes=("fwd", "rev"))
