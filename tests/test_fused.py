@@ -159,7 +159,9 @@ def test_time_major_batch_path_equals_vmapped_scan(x64, name, lengths, reverse):
     def loss(run):
         def value(params, x, state):
             ys, final = run(params, x, state)
-            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final))
+            return jnp.sum(jnp.sin(ys)) + sum(
+                jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final)
+            )
 
         return value
 

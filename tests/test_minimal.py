@@ -110,6 +110,52 @@ def test_gradients_match_sequential_and_check_grads(name, x64):
     check_grads(p_loss, args, order=1, modes=["fwd", "rev"])
 
 
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_length_matches_sequential_scan_under_vmap(name, reverse, x64):
+    cell, params, xs, h0 = _setup(name, 5, 12, jnp.float64)
+    lengths = jnp.array([0, 6, 12, 3])
+    padded = xs.at[6:].set(jnp.nan)  # NaN in the padding reaches neither outputs nor gradients
+    batch = jnp.stack([xs.at[:].set(jnp.inf), padded, xs, padded])
+
+    def value_and_grad(runner):
+        def loss(params, xs, lengths, h0):
+            run = functools.partial(runner, cell, initial_state=h0, reverse=reverse)
+            final, ys = jax.vmap(lambda x, n: run(params, x, length=n))(xs, lengths)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(final.h**2), (final, ys)
+
+        return _jit(jax.value_and_grad(loss, argnums=(0, 1, 3), has_aux=True))
+
+    (loss, (final, ys)), grads = value_and_grad(rnnjax.scan)(params, batch, lengths, h0)
+    (p_loss, (p_final, p_ys)), p_grads = value_and_grad(parallel_minimal_scan)(
+        params, batch, lengths, h0
+    )
+    leaves = jax.tree_util.tree_leaves((p_loss, p_final, p_ys, p_grads))
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+    expected = jax.tree_util.tree_leaves((loss, final, ys, grads))
+    for p_leaf, leaf in zip(leaves, expected, strict=True):
+        assert_close(p_leaf, leaf, scale=100)
+    assert_close(p_final.h[0], h0.h)  # length 0 returns the initial state
+    assert not bool(jnp.any(p_ys[3, 3:])) and not bool(jnp.any(p_grads[1][1, 6:]))
+
+
+def test_length_bad_values_and_traced_clipping():
+    cell, params, xs, _ = _setup("min_gru", 6, 5)
+    with pytest.raises(ValueError, match=r"length must lie in \[0, 5\] .* got values in \[6, 6\]"):
+        parallel_minimal_scan(cell, params, xs, length=6)
+    with pytest.raises(ValueError, match=r"length must have shape \(\)"):
+        parallel_minimal_scan(cell, params, xs, length=jnp.array([1, 2]))
+    with pytest.raises(TypeError, match="length must have an integer dtype"):
+        parallel_minimal_scan(cell, params, xs, length=1.5)
+    run = _jit(functools.partial(parallel_minimal_scan, cell))
+    full_final, full_ys = run(params, xs)
+    final, ys = run(params, xs, length=jnp.int32(9))
+    assert_close(ys, full_ys)
+    assert_close(final.h, full_final.h)
+    final, ys = run(params, xs, length=jnp.int32(-1))
+    assert not bool(jnp.any(ys)) and not bool(jnp.any(final.h))
+
+
 def test_vmap_over_a_batch():
     cell, params, _, _ = _setup("min_gru", 3, 1)
     xs = jax.random.normal(jax.random.key(7), (4, 50, INPUT))

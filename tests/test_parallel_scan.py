@@ -133,6 +133,70 @@ def test_reverse_initial_guess_and_vmap():
     assert int(info.iterations[0]) > 0 and bool(jnp.all(info.converged))
 
 
+def _length_value_and_grad(run):
+    """Jitted per-example ``(params, xs [B, T, D], lengths [B], state) -> ((loss, out), grads)``.
+
+    The loss sums over the batch, so the params' gradient sums over examples and each example's
+    ``xs`` gets its own gradient.
+    """
+
+    def loss(params, xs, lengths, initial_state):
+        outputs = jax.vmap(run, in_axes=(None, 0, 0, None))(params, xs, lengths, initial_state)
+        return _loss(outputs), outputs
+
+    return _jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+
+@pytest.mark.parametrize(
+    "name, method, reverse",
+    [
+        ("gru", "deer", False),
+        ("lstm", "quasi_deer", False),
+        ("gru", "deer", True),
+        # The other pairings, in the slow step (each method and cell is covered above).
+        pytest.param("lstm", "deer", False, marks=pytest.mark.slow),
+        pytest.param("gru", "quasi_deer", False, marks=pytest.mark.slow),
+    ],
+)
+def test_length_matches_sequential_scan_under_vmap(name, method, reverse, x64):
+    cell = CELLS[name](jnp.float64)
+    params, xs, state = _inputs(cell, 6, jnp.float64)
+    lengths = jnp.array([0, STEPS // 2, STEPS, 3])
+    # NaN/inf in the padding of the partial examples must reach neither outputs nor gradients.
+    padded = xs.at[STEPS // 2 :].set(jnp.nan)
+    batch = jnp.stack([xs.at[:].set(jnp.inf), padded, xs, padded])
+    sequential = _length_value_and_grad(
+        lambda p, x, n, s: rnnjax.scan(cell, p, x, initial_state=s, length=n, reverse=reverse)
+    )
+    parallel = _length_value_and_grad(
+        lambda p, x, n, s: parallel_scan(
+            cell, p, x, initial_state=s, length=n, method=method, reverse=reverse
+        )
+    )
+    (loss, (final, ys)), grads = sequential(params, batch, lengths, state)
+    (p_loss, (p_final, p_ys, info)), p_grads = parallel(params, batch, lengths, state)
+    assert bool(jnp.all(info.converged)) and not bool(jnp.any(info.fell_back))
+    for leaf in jax.tree_util.tree_leaves((p_loss, p_final, p_ys, p_grads)):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    _assert_trees_close((p_final, p_ys, p_loss), (final, ys, loss), scale=1e3)
+    _assert_trees_close(p_grads, grads, scale=1e3)
+    # length 0 returns the initial state; padded steps output zeros and get zero gradient.
+    _assert_trees_close(jax.tree_util.tree_map(lambda leaf: leaf[0], p_final), state, scale=1)
+    assert not bool(jnp.any(p_ys[0])) and not bool(jnp.any(p_ys[3, 3:]))
+    assert not bool(jnp.any(p_grads[1][0])) and not bool(jnp.any(p_grads[1][1, STEPS // 2 :]))
+
+
+def test_traced_length_out_of_range_acts_clipped():
+    cell = rnnjax.gru(HIDDEN)
+    params, xs, _ = _inputs(cell, 7, jnp.float32)
+    run = _jit(functools.partial(parallel_scan, cell))
+    full_final, full_ys, _ = run(params, xs)
+    final, ys, _ = run(params, xs, length=jnp.int32(STEPS + 5))
+    _assert_trees_close((final, ys), (full_final, full_ys), scale=1)
+    final, ys, _ = run(params, xs, length=jnp.int32(-2))
+    assert not bool(jnp.any(ys)) and not bool(jnp.any(final.h))
+
+
 @pytest.mark.parametrize("method", ["deer", "quasi_deer"])
 def test_chaotic_cell_is_detected_and_falls_back(method):
     cell = _chaotic_cell()
@@ -212,6 +276,10 @@ def test_info_fields():
             ValueError,
             r"initial_state leaves must have shape \(5,\)",
         ),
+        ({"length": 5}, ValueError, r"length must lie in \[0, 4\] .* got values in \[5, 5\]"),
+        ({"length": -1}, ValueError, r"length must lie in \[0, 4\]"),
+        ({"length": jnp.array([2, 3])}, ValueError, r"length must have shape \(\) .* \(2,\)"),
+        ({"length": 2.0}, TypeError, "length must have an integer dtype; got dtype float"),
     ],
 )
 def test_bad_input_errors(kwargs, error, match):
