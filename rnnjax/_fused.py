@@ -83,32 +83,80 @@ def _transposed(a: jax.Array) -> jax.Array:
     return lax.optimization_barrier(a.reshape(-1, a.shape[-1]).T)
 
 
-def _hoisted_dot(a_t: jax.Array, d_w: jax.Array, leading: tuple, dtype) -> jax.Array:
-    """``a @ d_w`` for ``a_t = _transposed(a)``, shaped ``leading + (G*H,)``."""
+def _gemm(pairs, leading: tuple, dtype):
+    """``sum_k a_k @ d_w_k`` over the pairs whose ``d_w_k`` is not zero, or ``None``.
+
+    One matmul of the features ``[a_1 .. a_n]`` (concatenated, stored transposed) with the
+    stacked ``d_w_k``: transposed, it yields all those weight gradients in one GEMM (``dW_x`` and
+    ``dW_h`` together; alone, ``dW_x``'s ``[D, T*B]`` GEMM is too thin to run fast).
+    """
+    pairs = [(a, d_w) for a, d_w in pairs if not _is_zero(d_w)]
+    if not pairs:
+        return None
+    a_t = _transposed(jnp.concatenate([a for a, _ in pairs], axis=-1))
+    d_w = jnp.concatenate([d_w for _, d_w in pairs], axis=0)
     return _dot(a_t.T, d_w, dtype).reshape(*leading, d_w.shape[-1])
 
 
-def _hoisted(kind, dtype, previous, residuals, d_w_h):
-    """The ``dW_h`` terms of every step at once (``[T, ..., G*H]``), or ``None`` if ``dW_h = 0``."""
-    if _is_zero(d_w_h):
+def _columns(d_w, start: int, stop: int | None = None):
+    return d_w if _is_zero(d_w) else d_w[:, start:stop]
+
+
+def _blocks(blocks, leading: tuple, widths):
+    """Concatenate column blocks (``None``: zero), or ``None`` if every block is."""
+    if all(block is None for block in blocks):
         return None
-    leading = previous.h.shape[:-1]
-    if kind == "gru":
-        # The candidate reads (r * h_{t-1}) W_hn: its own matmul over the saved r * h_{t-1}.
-        hidden = previous.h.shape[-1]
-        return jnp.concatenate(
-            [
-                _hoisted_dot(_transposed(previous.h), d_w_h[:, : 2 * hidden], leading, dtype),
-                _hoisted_dot(_transposed(residuals[3]), d_w_h[:, 2 * hidden :], leading, dtype),
-            ],
-            axis=-1,
-        )
-    return _hoisted_dot(_transposed(previous.h), d_w_h, leading, dtype)
+    return jnp.concatenate(
+        [
+            jnp.zeros((*leading, width), next(b for b in blocks if b is not None).dtype)
+            if block is None
+            else block
+            for block, width in zip(blocks, widths, strict=True)
+        ],
+        axis=-1,
+    )
 
 
-def _lstm_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+def _step_inputs(kind, params, d_params, xs, d_xs, previous, residuals, dtype):
+    """The tangents entering every step's pre-activations other than through the state.
+
+    Returns ``(d_in [T, ..., G*H], d_hn [T, ..., H])`` (``None`` where zero): ``d_in`` is
+    ``dx W_x + x dW_x + h_{t-1} dW_h + db`` (for the GRU's candidate ``(r h_{t-1}) dW_hn``), all
+    steps at once; ``d_hn = h_{t-1} dW_hn`` only for the reset-after GRU, whose cell scales that
+    term by ``r``.
+    """
+    leading, h = xs.shape[:-1], previous.h
+    hidden = h.shape[-1]
+    d_w_x, d_w_h, d_hn = d_params.w_x, d_params.w_h, None
+    if kind == "lstm" or kind == "simple_rnn":
+        d_in = _gemm([(xs, d_w_x), (h, d_w_h)], leading, dtype)
+    else:
+        gates = _gemm(
+            [(xs, _columns(d_w_x, 0, 2 * hidden)), (h, _columns(d_w_h, 0, 2 * hidden))],
+            leading, dtype,
+        )  # fmt: skip
+        candidate = [(xs, _columns(d_w_x, 2 * hidden))]
+        if kind == "gru":  # the candidate reads (r * h_{t-1}) W_hn
+            candidate.append((residuals[3], _columns(d_w_h, 2 * hidden)))
+        else:
+            d_hn = _gemm([(h, _columns(d_w_h, 2 * hidden))], leading, dtype)
+        d_in = _blocks([gates, _gemm(candidate, leading, dtype)], leading, (2 * hidden, hidden))
+    if not _is_zero(d_xs):
+        d_in = _sum(d_in, _dot(d_xs, params.w_x, dtype))
+    if kind == "gru_reset_after" and not _is_zero(d_params.b_hn):
+        if d_hn is None:
+            d_hn = jnp.zeros(leading + d_params.b_hn.shape, d_params.b_hn.dtype)
+        d_hn = _cells._add_bias(d_hn, d_params.b_hn)
+    if not _is_zero(d_params.b):
+        if d_in is None:
+            d_in = jnp.zeros(leading + d_params.b.shape, d_params.b.dtype)
+        d_in = _cells._add_bias(d_in, d_params.b)
+    return d_in, d_hn
+
+
+def _lstm_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
     i, f, g, o, tanh_c = residuals
-    dz = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_projected, hoisted)
+    dz = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
     di, df, dg, do = _cells._split(dz, 4)
     di, df, do = _sigmoid_tangent(di, i), _sigmoid_tangent(df, f), _sigmoid_tangent(do, o)
     dg = _tanh_tangent(dg, g)
@@ -116,40 +164,31 @@ def _lstm_tangent(params, d_params, d_state, d_projected, hoisted, previous, res
     return LSTMState(do * tanh_c + _tanh_tangent(o * dc, tanh_c), dc)
 
 
-def _gru_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+def _gru_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
     r, z, candidate, m = residuals
     dtype, h, dh = config.get("dtype"), previous.h, d_state.h
     hidden = h.shape[-1]
-    dx_rz, dx_n = (
-        (None, None)
-        if d_projected is None
-        else (d_projected[..., : 2 * hidden], d_projected[..., 2 * hidden :])
-    )
-    dh_rz, dh_n = (
-        (None, None)
-        if hoisted is None
-        else (hoisted[..., : 2 * hidden], hoisted[..., 2 * hidden :])
+    d_in_rz, d_in_n = (
+        (None, None) if d_in is None else (d_in[..., : 2 * hidden], d_in[..., 2 * hidden :])
     )
     if config["reset_after"]:
         d_hidden = _dot(dh, params.w_h, dtype)
-        dr, dz = _cells._split(_sum(d_hidden[..., : 2 * hidden], dx_rz, dh_rz), 2)
+        dr, dz = _cells._split(_sum(d_hidden[..., : 2 * hidden], d_in_rz), 2)
         dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
-        dm = _sum(d_hidden[..., 2 * hidden :], dh_n)
-        if not _is_zero(d_params.b_hn):
-            dm = _cells._add_bias(dm, d_params.b_hn)
-        d_pre = _sum(dx_n, dr * m, r * dm)
+        dm = _sum(d_hidden[..., 2 * hidden :], d_hn)  # d_hn carries d b_hn too
+        d_pre = _sum(d_in_n, dr * m, r * dm)
     else:
         w_rz, w_n = params.w_h[:, : 2 * hidden], params.w_h[:, 2 * hidden :]
-        dr, dz = _cells._split(_sum(_dot(dh, w_rz, dtype), dx_rz, dh_rz), 2)
+        dr, dz = _cells._split(_sum(_dot(dh, w_rz, dtype), d_in_rz), 2)
         dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
-        d_pre = _sum(dx_n, _dot(dr * h + r * dh, w_n, dtype), dh_n)
+        d_pre = _sum(d_in_n, _dot(dr * h + r * dh, w_n, dtype))
     d_candidate = _tanh_tangent(d_pre, candidate)
     return RNNState(dh - z * dh + dz * candidate - dz * h + z * d_candidate)
 
 
-def _rnn_tangent(params, d_params, d_state, d_projected, hoisted, previous, residuals, config):
+def _rnn_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
     (a,) = residuals
-    da = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_projected, hoisted)
+    da = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
     return RNNState(jax.jvp(config["activation"], (a,), (da,))[1])
 
 
@@ -172,21 +211,6 @@ def _masked(valid, new, old):
 
 def _cast_like(new, old):
     return type(old)(*(n.astype(o.dtype) for n, o in zip(new, old, strict=True)))
-
-
-def _input_tangent(params, d_params, xs, d_xs, dtype):
-    """Tangent of ``xs W_x + b`` for all steps at once (one matmul each), or ``None`` if zero."""
-    terms = []
-    if not _is_zero(d_xs):
-        terms.append(_dot(d_xs, params.w_x, dtype))
-    if not _is_zero(d_params.w_x):
-        terms.append(_hoisted_dot(_transposed(xs), d_params.w_x, xs.shape[:-1], dtype))
-    total = _sum(*terms) if terms else None
-    if not _is_zero(d_params.b):
-        if total is None:
-            total = jnp.zeros(xs.shape[:-1] + d_params.b.shape, d_params.b.dtype)
-        total = _cells._add_bias(total, d_params.b)
-    return total
 
 
 def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
@@ -226,27 +250,21 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
         final, (ys, previous, residuals) = lax.scan(
             body, state, (xs, valid), reverse=reverse, unroll=unroll
         )
-        hoisted = _hoisted(kind, config.get("dtype"), previous, residuals, d_params.w_h)
-        d_projected = _input_tangent(params, d_params, xs, d_xs, config.get("dtype"))
-        if kind != "gru_reset_after" and hoisted is not None and d_projected is not None:
-            # Both enter the pre-activations as a sum: one input (and, transposed, one
-            # stacked cotangent) instead of two. GRU reset-after scales only W_hn's by r.
-            d_projected, hoisted = d_projected + hoisted, None
+        d_in, d_hn = _step_inputs(
+            kind, params, d_params, xs, d_xs, previous, residuals, config.get("dtype")
+        )
         d_state = jax.tree_util.tree_map(
             lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, d_state, state,
             is_leaf=lambda t: isinstance(t, SymbolicZero),
         )  # fmt: skip
 
         def tangent_body(d_carry, inputs):
-            d_projected_t, hoisted_t, previous_t, residuals_t, valid_t = inputs
-            d_new = tangent_step(
-                params, d_params, d_carry, d_projected_t, hoisted_t, previous_t, residuals_t,
-                config,
-            )  # fmt: skip
+            d_in_t, d_hn_t, previous_t, residuals_t, valid_t = inputs
+            d_new = tangent_step(params, d_carry, d_in_t, d_hn_t, previous_t, residuals_t, config)
             return _masked(valid_t, _cast_like(d_new, d_carry), d_carry)
 
         d_final, d_ys = lax.scan(
-            tangent_body, d_state, (d_projected, hoisted, previous, residuals, valid),
+            tangent_body, d_state, (d_in, d_hn, previous, residuals, valid),
             reverse=reverse, unroll=unroll,
         )  # fmt: skip
         return (final, ys), (d_final, d_ys)
