@@ -168,14 +168,13 @@ def _gru_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
     r, z, candidate, m = residuals
     dtype, h, dh = config.get("dtype"), previous.h, d_state.h
     hidden = h.shape[-1]
-    d_in_rz, d_in_n = (
-        (None, None) if d_in is None else (d_in[..., : 2 * hidden], d_in[..., 2 * hidden :])
-    )
+    # jnp.split (not slices): transposed, it is one concatenate rather than pads and adds.
+    d_in_rz, d_in_n = (None, None) if d_in is None else jnp.split(d_in, [2 * hidden], axis=-1)
     if config["reset_after"]:
-        d_hidden = _dot(dh, params.w_h, dtype)
-        dr, dz = _cells._split(_sum(d_hidden[..., : 2 * hidden], d_in_rz), 2)
+        d_hidden_rz, d_hidden_n = jnp.split(_dot(dh, params.w_h, dtype), [2 * hidden], axis=-1)
+        dr, dz = _cells._split(_sum(d_hidden_rz, d_in_rz), 2)
         dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
-        dm = _sum(d_hidden[..., 2 * hidden :], d_hn)  # d_hn carries d b_hn too
+        dm = _sum(d_hidden_n, d_hn)  # d_hn carries d b_hn too
         d_pre = _sum(d_in_n, dr * m, r * dm)
     else:
         w_rz, w_n = params.w_h[:, : 2 * hidden], params.w_h[:, 2 * hidden :]

@@ -110,8 +110,14 @@ def test_gradients_match_sequential_and_check_grads(name, x64):
     check_grads(p_loss, args, order=1, modes=["fwd", "rev"])
 
 
-@pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "name, reverse",
+    [("min_gru", False), ("min_lstm", True)]
+    + [
+        pytest.param(*case, marks=pytest.mark.slow)
+        for case in [("min_gru", True), ("min_lstm", False)]
+    ],
+)
 def test_length_matches_sequential_scan_under_vmap(name, reverse, x64):
     cell, params, xs, h0 = _setup(name, 5, 12, jnp.float64)
     lengths = jnp.array([0, 6, 12, 3])
