@@ -1,9 +1,9 @@
 """Benchmark rnnjax against PyTorch, Flax and Equinox (and cuDNN on a GPU).
 
 ``python -m experiments.benchmarks [--quick | --full] [--device cpu|gpu] [--out DIR]`` writes
-``results.json``, ``comparisons.csv``, ``sweeps.csv``, ``memory.csv``, ``sweeps.png`` and
-``summary.md`` (the markdown of ``python -m experiments.benchmarks.report``) under
-``experiments/results/benchmarks/``.
+``results.json``, ``comparisons.csv``, ``sweeps.csv``, ``memory.csv``, ``parallel.csv``,
+``sweeps.png`` and ``summary.md`` (the markdown of ``python -m experiments.benchmarks.report``)
+under ``experiments/results/benchmarks/``.
 """
 
 import csv
@@ -21,7 +21,7 @@ from experiments._common import (
     write_json,
     write_summary,
 )
-from experiments.benchmarks import _competitors, _sweeps, _timing, report
+from experiments.benchmarks import _competitors, _parallel, _sweeps, _timing, report
 
 logger = logging.getLogger("experiments.benchmarks")
 
@@ -36,6 +36,7 @@ SIZES = {
         "sweep_base": {"B": 2, "T": 4, "D": 3, "H": 4},
         "sweeps": {"T": [2, 4, 8], "B": [1, 2], "H": [4, 8]},
         "memory_shape": {"B": 2, "T": 16, "D": 3, "H": 4},
+        "parallel": {"H": 4, "B": 2, "D": 3, "T": [8], "rounds": 2},
     },
     "quick": {
         "shapes": PAPER_SHAPES[:1], "cells": CELLS, "rounds": 7,
@@ -44,6 +45,7 @@ SIZES = {
         "sweep_base": {"B": 16, "T": 100, "D": 32, "H": 128},
         "sweeps": {"T": [10, 100, 1000], "B": [1, 16, 128], "H": [64, 256]},
         "memory_shape": {"B": 16, "T": 4096, "D": 32, "H": 128},
+        "parallel": {"H": 16, "B": 4, "D": 4, "T": [100, 1000], "rounds": 5},
     },
     "default": {
         "shapes": PAPER_SHAPES, "cells": CELLS, "rounds": 11,
@@ -52,6 +54,7 @@ SIZES = {
         "sweep_base": {"B": 16, "T": 100, "D": 32, "H": 128},
         "sweeps": {"T": [10, 100, 1000, 10000], "B": [1, 8, 64, 512], "H": [64, 256, 1024]},
         "memory_shape": {"B": 64, "T": 4096, "D": 32, "H": 256},
+        "parallel": {"H": 16, "B": 4, "D": 4, "T": [100, 1000, 10000], "rounds": 7},
     },
     "full": {
         "shapes": PAPER_SHAPES, "cells": CELLS, "rounds": 21,
@@ -63,6 +66,7 @@ SIZES = {
             "H": [64, 128, 256, 512, 1024],
         },
         "memory_shape": {"B": 64, "T": 4096, "D": 32, "H": 256},
+        "parallel": {"H": 16, "B": 4, "D": 4, "T": [100, 1000, 10000, 100000], "rounds": 7},
     },
 }  # fmt: skip
 
@@ -175,6 +179,7 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
     results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
     results["sweeps"] = _sweeps.sweep(config, device)
     results["memory"] = _sweeps.memory(config)
+    results["parallel"] = _parallel.parallel_rows(config)
     out_dir = Path(out_dir)
     path = write_json(out_dir, results)
     _write_csv(out_dir / "comparisons.csv", results["comparisons"])
@@ -182,6 +187,7 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
         out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows]
     )
     _write_csv(out_dir / "memory.csv", results["memory"])
+    _write_csv(out_dir / "parallel.csv", results["parallel"])
     _plot(results["sweeps"], out_dir)
     write_summary(out_dir, "Benchmarks", report.markdown(results))
     logger.info("wrote %s", path)

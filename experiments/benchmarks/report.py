@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from experiments._common import RESULTS, markdown_table
+from experiments.benchmarks._parallel import markdown as parallel_markdown
 
 DEFAULT = RESULTS / "benchmarks" / "results.json"
 
@@ -111,6 +112,8 @@ def markdown(results: dict) -> str:
     lines += comparison_tables(results["comparisons"])
     lines += linearity_table(results["sweeps"])
     lines += memory_table(results["memory"])
+    if results.get("parallel"):  # results.json files before the parallel row have none
+        lines.append(parallel_markdown(results["parallel"]))
     return "\n".join(lines) + "\n"
 
 
