@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import _checks
+from rnnjax import _checks, _layout
 from rnnjax import _initializers as inits
 
 LSTM_GATES = ("i", "f", "g", "o")
@@ -100,7 +100,13 @@ class Cell(NamedTuple):
 
 
 def _dot(a: jax.Array, w: jax.Array, dtype) -> jax.Array:
-    """``a @ w``; with ``dtype`` set, operands are cast to it and accumulated in their own dtype."""
+    """``a @ w``; with ``dtype`` set, operands are cast to it and accumulated in their own dtype.
+
+    ``w`` may be a ``rnnjax._layout.FeatureMajor`` (inside the fused loops), which computes the
+    same product transposed.
+    """
+    if isinstance(w, _layout.FeatureMajor):
+        return w.matmul(a, dtype)
     if dtype is None:
         return jnp.matmul(a, w)
     accumulate = jnp.promote_types(a.dtype, w.dtype)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from rnnjax import _cells
+from rnnjax import _cells, _layout
 from rnnjax._cells import LSTMState, RNNState, _dot
 
 
@@ -227,11 +227,16 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     kind, config = fast_kind(cell), cell.config
     update, tangent_step = _update(kind, config), _TANGENTS[kind]
     config = {**config, "reset_after": kind == "gru_reset_after"}
+    # Only the time-major batch of ``scan_batch`` (``xs [T, B, D]``): under a user's ``vmap`` of
+    # one-sequence scans the batch size is unknown here.
+    feature_major = xs.ndim == 3 and _layout.use_feature_major(xs.shape[1], cell.hidden_size)
 
     def primal(params, xs, state, valid):
+        loop_params = _layout.params_for_loop(params, feature_major)
+
         def body(carry, inputs):
             x_t, valid_t = inputs
-            new, _ = cell.step(params, carry, x_t)
+            new, _ = cell.step(loop_params, carry, x_t)
             return _masked(valid_t, new, carry)
 
         return lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
@@ -239,10 +244,11 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     def rule(primals, tangents):
         params, xs, state, valid = primals
         d_params, d_xs, d_state, _ = tangents
+        loop_params = _layout.params_for_loop(params, feature_major)
 
         def body(carry, inputs):
             x_t, valid_t = inputs
-            new, residuals = update(params, carry, cell.project_inputs(params, x_t))
+            new, residuals = update(loop_params, carry, cell.project_inputs(loop_params, x_t))
             new, y = _masked(valid_t, _cast_like(new, carry), carry)
             return new, (y, carry, residuals)
 
@@ -252,6 +258,7 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
         d_in, d_hn = _step_inputs(
             kind, params, d_params, xs, d_xs, previous, residuals, config.get("dtype")
         )
+        tangent_params = _layout.params_for_loop(params, feature_major, tangent=True)
         d_state = jax.tree_util.tree_map(
             lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, d_state, state,
             is_leaf=lambda t: isinstance(t, SymbolicZero),
@@ -259,7 +266,9 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
 
         def tangent_body(d_carry, inputs):
             d_in_t, d_hn_t, previous_t, residuals_t, valid_t = inputs
-            d_new = tangent_step(params, d_carry, d_in_t, d_hn_t, previous_t, residuals_t, config)
+            d_new = tangent_step(
+                tangent_params, d_carry, d_in_t, d_hn_t, previous_t, residuals_t, config
+            )
             return _masked(valid_t, _cast_like(d_new, d_carry), d_carry)
 
         d_final, d_ys = lax.scan(

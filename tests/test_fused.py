@@ -183,3 +183,38 @@ def test_time_major_batch_path_equals_vmapped_scan(x64, name, lengths, reverse):
         jax.grad(loss(vmapped), argnums=(0, 1, 2))(*args),
     )
     check_grads(loss(batched), args, order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_feature_major_small_batch_path_equals_plain(x64, name):
+    """At ``H >= 256`` and a small batch the fused loops compute their matmuls transposed
+    (``rnnjax._layout``): values and both modes of derivative still equal plain autodiff."""
+    from rnnjax import _layout
+
+    hidden, batch = 256, 2
+    assert _layout.use_feature_major(batch, hidden)
+    cell = CELLS[name](hidden)
+    layer, plain = (
+        rnnjax.rnn(core, return_sequences=True, return_state=True) for core in (cell, _plain(cell))
+    )
+    params = layer.init(jax.random.key(0), (4, 3))
+    x = jax.random.normal(jax.random.key(1), (batch, 4, 3), jnp.float64)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    lengths = jnp.array([4, 2])
+
+    def loss(layer):
+        def value(params, x):
+            ys, final = layer.apply(params, x, lengths)
+            return jnp.sum(jnp.sin(ys)) + sum(
+                jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final)
+            )
+
+        return value
+
+    assert_close(loss(layer)(params, x), loss(plain)(params, x))
+    jax.tree_util.tree_map(
+        assert_close,
+        jax.grad(loss(layer), argnums=(0, 1))(params, x),
+        jax.grad(loss(plain), argnums=(0, 1))(params, x),
+    )
+    check_grads(loss(layer), (params, x), order=1, modes=("fwd", "rev"), eps=1e-6)
