@@ -8,16 +8,17 @@ step's linearisation happens to hold. Here the sequence has a :func:`jax.custom_
   (LSTM: ``i, f, g, o, tanh c``; GRU: ``r, z, candidate`` and one more ``[H]`` vector; RNN: the
   pre-activation), each as its own stacked array;
 * projects ``x_t W_x + b`` inside the loop in the forward pass (on XLA:CPU storing and
-  transposing a hoisted ``[T, B, G*H]`` projection costs more than the small per-step matmul),
-  while the tangents of the input terms are one matmul each, outside the loop;
-* moves the term ``h_{t-1} dW_h`` out of the time loop: it is one ``[T*B, H] x [H, G*H]`` matmul
-  over the saved ``h_{t-1}``, which JAX transposes into one matmul for ``dW_h``;
+  transposing a hoisted ``[T, B, G*H]`` projection costs more than the small per-step matmul);
+* moves every weight term out of the time loop: ``x_t dW_x + h_{t-1} dW_h`` is one
+  ``[T*B, D+H] x [D+H, G*H]`` matmul over the saved features (stored transposed, see
+  ``_transposed``), which JAX transposes into one GEMM giving ``dW_x`` and ``dW_h``;
 * writes the tangent recurrence with every operation linear in the tangents, so partial
   evaluation saves nothing beyond the arrays above, and the transposed (backward) loop does one
   matmul per step (``dz W_h^T``) plus elementwise work.
 
-Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders; under ``vmap``
-the hoisted matmul covers the whole batch. The primal is the plain scan of ``cell.recur``, so the
+Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders. ``rnnjax.rnn``
+calls it time-major on the whole batch (``xs [T, B, D]``), where small batches run the loops'
+matmuls feature-major (``rnnjax._layout``). The primal is the plain scan of ``cell.step``, so the
 gate math keeps one source (``rnnjax._cells``); only the derivative lives here.
 """
 

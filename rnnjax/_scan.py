@@ -1,5 +1,6 @@
 """Run a cell over one sequence with ``jax.lax.scan``; BPTT is ``jax.grad`` through it."""
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -112,7 +113,8 @@ def scan(
             steps = jnp.arange(num_steps + pad)
     fast = not remat and remat_chunk is None and _fused.fast_kind(cell) is not None
     # The fast path projects inside its loop; here it only needs the projection's dtype.
-    projected = (jax.eval_shape if fast else lambda f, *a: f(*a))(cell.project_inputs, params, xs)
+    # Checks the params and gives the projection's dtype without computing it.
+    projected = jax.eval_shape(cell.project_inputs, params, xs)
     state = _check_initial_state(
         cell, initial_state, jnp.result_type(projected.dtype, *jax.tree_util.tree_leaves(params))
     )
@@ -122,13 +124,18 @@ def scan(
         valid = None if length is None else steps < length
         return _fused.scan(cell, params, xs, state, valid, reverse=reverse, unroll=unroll)
     recur = jax.checkpoint(cell.recur) if remat else cell.recur
+    # One hoisted ``xs W_x + b`` for all steps; with ``remat_chunk`` each checkpointed chunk
+    # projects its own steps, so neither the projection nor its cotangent is O(T) in memory.
+    project = partial(cell.project_inputs, params)
 
     if length is None:
 
         def body(carry, projected_t):
             return recur(params, carry, projected_t)
 
-        return _loop(body, state, projected, reverse, unroll, remat_chunk, num_steps)
+        if remat_chunk is None:
+            return _loop(body, state, project(xs), reverse, unroll, None, num_steps)
+        return _loop(body, state, xs, reverse, unroll, remat_chunk, num_steps, project)
 
     def masked_body(carry, inputs):
         t, projected_t = inputs
@@ -139,14 +146,20 @@ def scan(
         )
         return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
 
-    return _loop(masked_body, state, (steps, projected), reverse, unroll, remat_chunk, num_steps)
+    if remat_chunk is None:
+        return _loop(masked_body, state, (steps, project(xs)), reverse, unroll, None, num_steps)
+    return _loop(
+        masked_body, state, (steps, xs), reverse, unroll, remat_chunk, num_steps,
+        lambda inputs: (inputs[0], project(inputs[1])),
+    )  # fmt: skip
 
 
-def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps):
+def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps, prepare=None):
     """``lax.scan``, or with ``chunk`` a scan over checkpointed chunks of ``chunk`` steps.
 
     ``inputs`` already span a whole number of chunks (``scan`` pads them, masked); the outputs
-    are cut back to ``num_steps``.
+    are cut back to ``num_steps``. ``prepare`` maps a chunk's inputs to the body's (inside the
+    checkpoint, so it is recomputed in the backward pass instead of stored).
     """
     if chunk is None:
         return lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
@@ -157,6 +170,8 @@ def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps):
 
     @jax.checkpoint
     def chunk_body(carry, chunk_inputs):
+        if prepare is not None:
+            chunk_inputs = prepare(chunk_inputs)
         return lax.scan(body, carry, chunk_inputs, reverse=reverse, unroll=unroll)
 
     carry, ys = lax.scan(chunk_body, carry, jax.tree_util.tree_map(split, inputs), reverse=reverse)
