@@ -102,10 +102,10 @@ class Cell(NamedTuple):
 def _dot(a: jax.Array, w: jax.Array, dtype) -> jax.Array:
     """``a @ w``; with ``dtype`` set, operands are cast to it and accumulated in their own dtype.
 
-    ``w`` may be a ``rnnjax._layout.FeatureMajor`` (inside the fused loops), which computes the
-    same product transposed.
+    ``w`` may be a ``rnnjax._layout.LoopWeight`` (inside the fused loops), which computes the
+    same product in the layout it stores.
     """
-    if isinstance(w, _layout.FeatureMajor):
+    if isinstance(w, _layout.LoopWeight):
         return w.matmul(a, dtype)
     if dtype is None:
         return jnp.matmul(a, w)

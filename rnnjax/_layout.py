@@ -5,10 +5,12 @@ For ``B`` up to about 32 and ``H >= 256``, XLA:CPU's GEMM is 1.3-4x faster compu
 transposed, ``[G*H, H] x [H, B]`` (the weight as the left operand, stored transposed once per
 sequence), than as ``[B, H] x [H, G*H]`` (measured on the project's 2-core AMD EPYC, one core:
 LSTM step loop at ``B=16``: ``H=512`` 82 -> 52 ms, ``H=1024`` 578 -> 184 ms for ``T=100``); from
-``B = 64`` on, the row-major form is as fast or faster. :class:`FeatureMajor` stands in for a
+``B = 64`` on, the row-major form is as fast or faster. :class:`LoopWeight` stands in for a
 weight inside the fused loops: ``rnnjax._cells._dot`` sees it and computes ``(W^T a^T)^T``, with
-optimisation barriers so that XLA cannot fold the transposes back into the slow form. Only the
-layout changes; the values are the same products.
+optimisation barriers so that XLA cannot fold the transposes back into the slow form. It also
+lays out the tangent loop's weight so that the backward loop's ``ct W^T`` is a plain GEMM on a
+stored ``W^T`` (row-major) or ``W`` (feature-major) rather than a transposed-operand one. Only
+the layout changes; the values are the same products.
 """
 
 import jax
@@ -16,28 +18,34 @@ import jax.numpy as jnp
 from jax import lax
 
 
-class FeatureMajor:
-    """A weight ``w [K, N]`` whose products ``a @ w`` are computed as ``(w^T a^T)^T``.
+class LoopWeight:
+    """A weight ``w [K, N]`` inside the fused loops, stored so that ``a @ w`` is a plain GEMM.
 
-    ``FeatureMajor.of(w)`` stores ``w^T`` physically: ``w_t [N, K] x a^T [K, B]`` is a plain GEMM
-    (the forward loops). ``FeatureMajor.for_tangent(w)`` keeps ``w`` and contracts its rows,
-    which is slow in forward mode but transposes (reverse mode, the backward loop) into the plain
-    GEMM ``w [K, N] x ct^T [N, B]``. Lives only inside the fused loops (closed over, never passed
+    ``feature_major`` computes ``(w^T a^T)^T`` (``a^T`` stored transposed); otherwise ``a @ w``
+    row-major. ``transposed`` stores ``w^T`` physically. The forward loops use
+    ``LoopWeight.forward(w, feature_major)``; the tangent loop uses ``LoopWeight.tangent``, whose
+    layout makes the product slow in forward mode but its transpose (reverse mode: the backward
+    loop's ``ct W^T``) a plain GEMM: feature-major ``w [K, N] x ct^T [N, B]``, row-major
+    ``ct [B, N] x w^T [N, K]``. Lives only inside the fused loops (closed over, never passed
     through a transformation).
     """
 
-    __slots__ = ("stored", "transposed")
+    __slots__ = ("stored", "transposed", "feature_major")
 
-    def __init__(self, stored: jax.Array, transposed: bool):
-        self.stored, self.transposed = stored, transposed
-
-    @classmethod
-    def of(cls, w: jax.Array) -> "FeatureMajor":
-        return cls(lax.optimization_barrier(w.T), True)
+    def __init__(self, stored: jax.Array, transposed: bool, feature_major: bool):
+        self.stored, self.transposed, self.feature_major = stored, transposed, feature_major
 
     @classmethod
-    def for_tangent(cls, w: jax.Array) -> "FeatureMajor":
-        return cls(w, False)
+    def forward(cls, w: jax.Array, feature_major: bool) -> "LoopWeight":
+        if feature_major:
+            return cls(lax.optimization_barrier(w.T), True, True)
+        return cls(w, False, False)
+
+    @classmethod
+    def tangent(cls, w: jax.Array, feature_major: bool) -> "LoopWeight":
+        if feature_major:
+            return cls(w, False, True)
+        return cls(lax.optimization_barrier(w.T), True, False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -52,24 +60,28 @@ class FeatureMajor:
     def dtype(self):
         return self.stored.dtype
 
-    def __getitem__(self, index) -> "FeatureMajor":
+    def __getitem__(self, index) -> "LoopWeight":
         """``w[rows, columns]`` (two slices), in the same layout."""
         rows, columns = index
-        if self.transposed:
-            return FeatureMajor(self.stored[columns, rows], True)
-        return FeatureMajor(self.stored[rows, columns], False)
+        stored = self.stored[columns, rows] if self.transposed else self.stored[rows, columns]
+        return LoopWeight(stored, self.transposed, self.feature_major)
 
     def matmul(self, a: jax.Array, dtype=None) -> jax.Array:
         """``a @ w`` for ``a [..., K]``; ``dtype`` as ``rnnjax._cells._dot``."""
         leading, inputs = a.shape[:-1], a.shape[-1]
-        a_t = lax.optimization_barrier(a.reshape(-1, inputs).T)
         w = self.stored
         accumulate = jnp.promote_types(a.dtype, w.dtype)
         operands = accumulate if dtype is None else dtype
-        a_t, w = a_t.astype(operands), w.astype(operands)
-        contract = 1 if self.transposed else 0
+        a, w = a.reshape(-1, inputs).astype(operands), w.astype(operands)
+        weight_contract = 1 if self.transposed else 0
+        if not self.feature_major:
+            product = lax.dot_general(
+                a, w, (((1,), (weight_contract,)), ((), ())), preferred_element_type=accumulate
+            )
+            return product.reshape(*leading, product.shape[-1])
+        a_t = lax.optimization_barrier(a.T)
         product = lax.dot_general(
-            w, a_t, (((contract,), (0,)), ((), ())), preferred_element_type=accumulate
+            w, a_t, (((weight_contract,), (0,)), ((), ())), preferred_element_type=accumulate
         )
         return lax.optimization_barrier(product).T.reshape(*leading, product.shape[0])
 
@@ -86,9 +98,12 @@ def use_feature_major(batch: int, hidden: int) -> bool:
 
 
 def params_for_loop(params, feature_major: bool, *, tangent: bool = False):
-    """``params`` with ``w_x`` and ``w_h`` as :class:`FeatureMajor` when ``feature_major``
-    (``for_tangent`` weights in the tangent loop, ``of`` in the forward loops)."""
+    """``params`` with the weights as :class:`LoopWeight` for the forward or the tangent loop
+    (the row-major forward loop keeps them as they are; the tangent loop reads only ``w_h``)."""
+    if tangent:
+        return params._replace(w_h=LoopWeight.tangent(params.w_h, feature_major))
     if not feature_major:
         return params
-    wrap = FeatureMajor.for_tangent if tangent else FeatureMajor.of
-    return params._replace(w_x=wrap(params.w_x), w_h=wrap(params.w_h))
+    return params._replace(
+        w_x=LoopWeight.forward(params.w_x, True), w_h=LoopWeight.forward(params.w_h, True)
+    )

@@ -27,8 +27,8 @@ def _machine_line(results: dict) -> str:
         f"{' '.join(machine['cpu_flags'][:4])}), device {results['device']}; "
         f"jax {versions['jax']}, "
         f"torch {versions['torch']} ({machine['torch_threads']} threads), flax {versions['flax']}, "
-        f"equinox {versions['equinox']}. Command: `{stamp.get('command', '?')}`, "
-        f"commit {stamp.get('git_commit')}, {stamp.get('utc')}."
+        f"equinox {versions['equinox']}."
+        + (f" Command: `{stamp['command']}`, commit {stamp.get('git_commit')}." if stamp else "")
     )
 
 
