@@ -4,5 +4,7 @@
   the machine description.
 * ``_competitors``: one runner per framework, forward and forward+backward of one layer.
 * ``_sweeps``: T, B and H sweeps, the linear-in-T check, peak BPTT memory with and without remat.
+* ``_parallel``: parallel-in-time rows (DEER, quasi-DEER, ``parallel_minimal_scan``) against
+  ``rnnjax.scan``.
 * ``report``: the README section as markdown, ``python -m experiments.benchmarks.report``.
 """

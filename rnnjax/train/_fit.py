@@ -3,8 +3,13 @@
 Deterministic for a given ``seed``: the shuffling order comes from ``numpy.random.default_rng(
 (seed, epoch))`` and the dropout key of step ``n`` is ``fold_in(key(seed), n)``, so two runs
 with one seed produce the same parameters bit for bit on the same machine and JAX version.
+
+The whole RNG state is therefore ``(seed, epoch, step)``. With ``checkpoint_dir`` every epoch ends
+with one atomic checkpoint holding it together with the train state, the early-stopping state and
+the history, so ``resume=True`` continues a killed run exactly where the last epoch ended.
 """
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,7 +20,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax.train._checkpoint import save_checkpoint
+from rnnjax.train._checkpoint import (
+    CheckpointError,
+    checkpoint_steps,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from rnnjax.train._step import TrainState, make_eval_step, make_train_step
 
 _log = logging.getLogger(__name__)
@@ -90,6 +100,46 @@ def evaluate(evaluate_step, params, data, batch_size=None) -> dict[str, float]:
     return {name: total / count for name, total in totals.items()}
 
 
+def _checkpoint_target(state, best_params, epoch, seed, early_stopping, history) -> dict:
+    """The pytree :func:`fit` saves after every epoch (history as JSON: its length varies)."""
+    best, best_epoch, waited, stopped = early_stopping
+    return {
+        "train_state": state,
+        "best_params": best_params,
+        "epoch": int(epoch),
+        "seed": int(seed),
+        "best": float(best),
+        "best_epoch": int(best_epoch),
+        "waited": int(waited),
+        "stopped": bool(stopped),
+        "history": json.dumps(history),
+    }
+
+
+def _resume(checkpoint_dir, state: TrainState, seed: int) -> dict | None:
+    """The newest checkpoint of ``checkpoint_dir`` restored into ``state``'s structure, or None."""
+    if not checkpoint_steps(checkpoint_dir):
+        _log.info("resume: no checkpoint in %s; starting from epoch 1.", checkpoint_dir)
+        return None
+    template = _checkpoint_target(state, state.params, 0, 0, (0.0, 0, 0, False), [])
+    try:
+        restored, epoch = restore_checkpoint(checkpoint_dir, template)
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint_dir}: its checkpoint does not match the params and "
+            f"optimizer passed to fit: {error}"
+        ) from None
+    if restored["seed"] != seed:
+        raise ValueError(
+            f"seed={seed} differs from the seed={restored['seed']} of the run checkpointed in "
+            f"{checkpoint_dir}; pass seed={restored['seed']} to continue it, or a new "
+            "checkpoint_dir to start another run."
+        )
+    restored["history"] = json.loads(restored["history"])
+    _log.info("resume: continuing after epoch %d from %s.", epoch, checkpoint_dir)
+    return restored
+
+
 def fit(
     loss_fn: Callable[..., Any],
     params: Any,
@@ -109,6 +159,7 @@ def fit(
     restore_best: bool = True,
     checkpoint_dir: str | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> FitResult:
     """Train ``params`` on ``loss_fn`` with ``optimizer`` for ``epochs`` epochs.
 
@@ -134,14 +185,36 @@ def fit(
       patience: stop after this many epochs without an improvement larger than ``min_delta``.
       min_delta: the smallest change that counts as an improvement.
       restore_best: return the best epoch's parameters rather than the last.
-      checkpoint_dir: if set, save ``TrainState`` there after every epoch (keeping the last 2).
+      checkpoint_dir: if set, write an atomic checkpoint ``checkpoint_<epoch>.msgpack`` there
+        after every epoch (keeping the last 2): a dict with ``train_state`` (:class:`TrainState`),
+        ``best_params``, ``epoch``, ``seed``, the early-stopping state ``best`` (the monitored
+        value, negated for ``mode="max"``), ``best_epoch``, ``waited``, ``stopped``, and
+        ``history`` (a JSON string). Read one back with e.g.
+        ``restore_checkpoint(checkpoint_dir, {"train_state": TrainState.create(params, opt)})``.
       progress: show a tqdm bar per epoch with loss, pre-clip grad norm and examples/s.
+      resume: continue the run checkpointed in ``checkpoint_dir``: restore its newest intact
+        checkpoint (params, optimizer state, step count, early-stopping state, history) and go
+        on from the next epoch, so that ``fit(epochs=k)`` then ``fit(epochs=n, resume=True)``
+        gives the parameters, optimizer state and history of ``fit(epochs=n)`` bit for bit.
+        The ``params`` argument serves as the structure template; shuffling and dropout keys
+        follow from ``(seed, epoch, step)``; callable ``train_data`` must yield the same
+        batches for the same epoch. With no checkpoint there it starts from epoch 1 (and logs
+        it); a run that had finished (``epochs`` reached or stopped early) returns at once.
+        Keep the other arguments as in the first call.
 
     Returns:
       :class:`FitResult`.
 
+    Raises:
+      CheckpointError: (a ``ValueError``) with ``resume``, the checkpoint's params or optimizer
+        state differ in structure, shape or dtype from ``params`` / ``optimizer`` (the message
+        names the leaf), or every checkpoint file is damaged.
+      ValueError: a bad argument; ``resume`` without ``checkpoint_dir``; a ``seed`` other than
+        the checkpointed run's.
+
     >>> result = rnnjax.train.fit(loss_fn, params, optimizer, (x, y), epochs=10, batch_size=32,
-    ...                           eval_fn=metrics, eval_data=(x_test, y_test), patience=3)
+    ...                           eval_fn=metrics, eval_data=(x_test, y_test), patience=3,
+    ...                           checkpoint_dir="runs/a", resume=True)
     """
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}.")
@@ -149,6 +222,8 @@ def fit(
         raise ValueError(f"epochs must be a positive int; got {epochs!r}.")
     if (eval_fn is None) != (eval_data is None):
         raise ValueError("eval_fn and eval_data go together; pass both or neither.")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir; got checkpoint_dir=None.")
     monitor = monitor or ("eval_loss" if eval_fn is not None else "train_loss")
     step = make_train_step(loss_fn, optimizer, has_aux=has_aux)
     evaluate_step = None if eval_fn is None else make_eval_step(eval_fn)
@@ -158,8 +233,17 @@ def fit(
     best, best_params, best_epoch, waited, stopped = np.inf, state.params, 0, 0, False
     global_step = 0  # a Python counter: reading state.step would sync with the device each step
     history: list[dict] = []
+    first_epoch = 1
+    restored = _resume(checkpoint_dir, state, seed) if resume else None
+    if restored is not None:
+        state, best_params, history = restored["train_state"], restored["best_params"], restored["history"]
+        best, best_epoch = restored["best"], restored["best_epoch"]
+        waited, stopped = restored["waited"], restored["stopped"]
+        global_step, first_epoch = int(state.step), restored["epoch"] + 1
+        if stopped:
+            first_epoch = epochs + 1  # an early-stopped run stays stopped
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         batches, total = _batches(train_data, batch_size, epoch, seed, shuffle=True)
         losses, norms, examples, start = [], [], 0, time.perf_counter()
         bar = tqdm(batches, total=total, desc=f"epoch {epoch}/{epochs}", disable=not progress)
@@ -196,16 +280,18 @@ def fit(
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
         bar.close()
         _log.info("epoch %d: %s", epoch, record)
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, state, epoch, keep=2)
         value = sign * record[monitor]
         if value < best - min_delta or best_epoch == 0:
             best, best_params, best_epoch, waited = value, state.params, epoch, 0
         else:
             waited += 1
-            if patience is not None and waited >= patience:
-                stopped = True
-                break
+            stopped = patience is not None and waited >= patience
+        if checkpoint_dir is not None:
+            early_stopping = (best, best_epoch, waited, stopped)
+            target = _checkpoint_target(state, best_params, epoch, seed, early_stopping, history)
+            save_checkpoint(checkpoint_dir, target, epoch, keep=2)
+        if stopped:
+            break
 
     params_out = best_params if restore_best else state.params
     return FitResult(params_out, state.opt_state, history, best_epoch, stopped)
