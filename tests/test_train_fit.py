@@ -1,4 +1,5 @@
-"""fit: bit-identical results for one seed, early stopping, evaluation, checkpoints, data kinds."""
+"""fit: bit-identical results for one seed, early stopping, evaluation, checkpoints, data kinds,
+and resuming a stopped run bit for bit."""
 
 import jax
 import jax.numpy as jnp
@@ -85,10 +86,11 @@ def test_callable_data_checkpoints_and_progress(tmp_path, capsys):
     result = _fit(epochs=2, checkpoint_dir=str(tmp_path), progress=True, restore_best=False)
     assert train.checkpoint_steps(tmp_path) == [1, 2]
     optimizer = train.with_clipping(optax.adam(1e-2), max_norm=1.0)
-    template = train.TrainState.create(result.params, optimizer)
+    template = {"train_state": train.TrainState.create(result.params, optimizer), "epoch": 0}
     restored, step = train.restore_checkpoint(tmp_path, template)
-    assert step == 2 and int(restored.step) == 2 * (N // 16)
-    assert _bits(restored.params) == _bits(result.params)
+    assert step == 2 == restored["epoch"]
+    assert int(restored["train_state"].step) == 2 * (N // 16)
+    assert _bits(restored["train_state"].params) == _bits(result.params)
     callable_result = train.fit(
         _loss, result.params, optax.adam(1e-2), batches, epochs=1, progress=False
     )
@@ -113,3 +115,118 @@ def test_errors():
         train.fit(
             _loss, None, optax.sgd(1.0), (np.ones((3, 2)), np.ones((4, 1))), epochs=1, batch_size=1
         )
+
+
+_X, _Y = _problem()
+# Dropout keys, shuffling, evaluation and a patience counter all cross the resume point.
+_RUN = {"epochs": 3, "eval_fn": _metrics, "eval_data": (_X[:20], _Y[:20]), "patience": 5}
+
+
+def _timeless(history):
+    skip = ("seconds", "examples_per_second")
+    return [{k: v for k, v in record.items() if k not in skip} for record in history]
+
+
+def _assert_same_run(actual, expected):
+    assert _bits(actual.params) == _bits(expected.params)
+    assert _bits(actual.opt_state) == _bits(expected.opt_state)
+    structure = jax.tree_util.tree_structure
+    assert structure(actual.opt_state) == structure(expected.opt_state)
+    assert _timeless(actual.history) == _timeless(expected.history)
+    assert actual.best_epoch == expected.best_epoch
+    assert actual.stopped_early == expected.stopped_early
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """``(result, checkpoint_dir)`` of three epochs trained in one call."""
+    directory = tmp_path_factory.mktemp("straight")
+    return _fit(**_RUN, checkpoint_dir=str(directory)), directory
+
+
+def test_stop_and_resume_equals_one_run_bit_for_bit(tmp_path, straight):
+    expected, expected_dir = straight
+    first = _fit(**{**_RUN, "epochs": 1}, checkpoint_dir=str(tmp_path))  # "killed" after epoch 1
+    assert len(first.history) == 1 and _bits(first.params) != _bits(expected.params)
+    resumed = _fit(**_RUN, checkpoint_dir=str(tmp_path), resume=True)  # fresh objects
+    _assert_same_run(resumed, expected)
+    assert resumed.history[0] == first.history[0]  # epoch 1 comes from the checkpoint
+    assert train.checkpoint_steps(tmp_path) == [2, 3]
+    optimizer = train.with_clipping(optax.adam(1e-2), max_norm=1.0)
+    template = {"train_state": train.TrainState.create(expected.params, optimizer), "waited": 0}
+    ours, theirs = (train.restore_checkpoint(d, template)[0] for d in (tmp_path, expected_dir))
+    assert _bits(ours) == _bits(theirs) and int(ours["train_state"].step) == 3 * (N // 16)
+    _assert_same_run(_fit(**_RUN, checkpoint_dir=str(tmp_path), resume=True), expected)  # done
+
+
+def test_resume_keeps_the_early_stopping_state(tmp_path):
+    never_better = lambda params, batch: {"constant": jnp.zeros(())}  # noqa: E731
+    options = {"eval_fn": never_better, "eval_data": (_X, _Y), "monitor": "eval_constant"}
+    options.update(epochs=10, patience=2, checkpoint_dir=str(tmp_path))
+    first = _fit(**{**options, "epochs": 2})  # waited 1 epoch; the best params are epoch 1's
+    assert first.best_epoch == 1 and not first.stopped_early
+    resumed = _fit(**options, resume=True)  # one more epoch without improvement: stop
+    assert resumed.stopped_early and resumed.best_epoch == 1 and len(resumed.history) == 3
+    assert _bits(resumed.params) == _bits(first.params)
+    assert _timeless(resumed.history[:2]) == _timeless(first.history)
+    again = _fit(**options, resume=True)
+    assert again.stopped_early and len(again.history) == 3  # a stopped run stays stopped
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path, caplog, straight):
+    caplog.set_level("INFO", logger="rnnjax.train._fit")
+    (tmp_path / ".checkpoint_1.msgpack.killed.tmp").write_bytes(b"RNNJAXC1 torn")
+    _assert_same_run(_fit(**_RUN, checkpoint_dir=str(tmp_path), resume=True), straight[0])
+    assert "no checkpoint in" in caplog.text and "starting from epoch 1" in caplog.text
+
+
+def test_resume_skips_a_torn_checkpoint(tmp_path, caplog, straight):
+    """A write killed mid-epoch-3 leaves a temporary file; a torn file fails its checksum."""
+    for epoch in (2, 3):
+        source = train.checkpoint_path(straight[1], epoch).read_bytes()
+        train.checkpoint_path(tmp_path, epoch).write_bytes(source)
+    torn = train.checkpoint_path(tmp_path, 3)
+    torn.write_bytes(torn.read_bytes()[:-7])
+    (tmp_path / ".checkpoint_3.msgpack.killed.tmp").write_bytes(torn.read_bytes()[:100])
+    resumed = _fit(**_RUN, checkpoint_dir=str(tmp_path), resume=True)  # from epoch 2
+    _assert_same_run(resumed, straight[0])
+    assert "skipping damaged checkpoint" in caplog.text
+
+
+def test_resume_errors(straight):
+    run = str(straight[1])  # each call fails before it could write there
+    optimizer = train.with_clipping(optax.adam(1e-2), max_norm=1.0)
+    wider = rnnjax.serial(rnnjax.rnn(rnnjax.gru(H + 1)), rnnjax.dense(1, jax.nn.sigmoid))
+    with pytest.raises(
+        train.CheckpointError,
+        match=r"cannot resume from .*: its checkpoint does not match the params and optimizer "
+        r"passed to fit: leaf \['train_state'\]\.params.*checkpoint holds float32\[2, 24\], "
+        r"the target expects float32\[2, 27\]",
+    ):
+        train.fit(
+            _loss, wider.init(jax.random.key(1), (T, D)), optimizer, _problem(), epochs=2,
+            batch_size=16, progress=False, checkpoint_dir=run, resume=True,
+        )  # fmt: skip
+    deeper = rnnjax.serial(
+        rnnjax.rnn(rnnjax.gru(H)), rnnjax.dense(1), rnnjax.dense(1, jax.nn.sigmoid)
+    )
+    with pytest.raises(
+        ValueError, match=r"passed to fit: .* does not match the target's structure"
+    ):
+        train.fit(
+            _loss, deeper.init(jax.random.key(1), (T, D)), optimizer, _problem(), epochs=2,
+            batch_size=16, progress=False, checkpoint_dir=run, resume=True,
+        )  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"passed to fit: .*structure.* at path \./train_state/opt_state"
+    ):
+        train.fit(
+            _loss, _make_model().init(jax.random.key(1), (T, D)), optax.sgd(0.1), _problem(),
+            epochs=2, batch_size=16, progress=False, checkpoint_dir=run, resume=True,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"seed=4 differs from the seed=0 of the run checkpointed"):
+        _fit(seed=4, checkpoint_dir=run, resume=True)
+    with pytest.raises(
+        ValueError, match="resume=True needs checkpoint_dir; got checkpoint_dir=None"
+    ):
+        _fit(resume=True)

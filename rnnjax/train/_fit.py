@@ -122,8 +122,9 @@ def _resume(checkpoint_dir, state: TrainState, seed: int) -> dict | None:
         _log.info("resume: no checkpoint in %s; starting from epoch 1.", checkpoint_dir)
         return None
     template = _checkpoint_target(state, state.params, 0, 0, (0.0, 0, 0, False), [])
-    try:
-        restored, epoch = restore_checkpoint(checkpoint_dir, template)
+    try:  # the train state alone first, so that a mismatch is reported on its leaves
+        epoch = restore_checkpoint(checkpoint_dir, {"train_state": state})[1]
+        restored = restore_checkpoint(checkpoint_dir, template, step=epoch)[0]
     except CheckpointError as error:
         raise CheckpointError(
             f"cannot resume from {checkpoint_dir}: its checkpoint does not match the params and "
@@ -236,8 +237,8 @@ def fit(
     first_epoch = 1
     restored = _resume(checkpoint_dir, state, seed) if resume else None
     if restored is not None:
-        state, best_params, history = restored["train_state"], restored["best_params"], restored["history"]
-        best, best_epoch = restored["best"], restored["best_epoch"]
+        state, best_params = restored["train_state"], restored["best_params"]
+        history, best, best_epoch = restored["history"], restored["best"], restored["best_epoch"]
         waited, stopped = restored["waited"], restored["stopped"]
         global_step, first_epoch = int(state.step), restored["epoch"] + 1
         if stopped:
