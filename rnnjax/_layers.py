@@ -1,8 +1,9 @@
 """Batch-major layers: ``(init, apply, output_shape)`` triples in the stax spirit.
 
-Layers take ``x [B, T, D]`` and optional ``lengths [B]``; recurrent layers run ``rnnjax.scan``
-under ``jax.vmap``, so all sequence semantics (masking, reverse on the valid prefix, remat) come
-from one place. ``init(key, input_shape)`` takes the per-example shape, without the batch axis.
+Layers take ``x [B, T, D]`` and optional ``lengths [B]``; recurrent layers run
+``rnnjax._scan.scan_batch``, which equals ``rnnjax.scan`` under ``jax.vmap`` (and raises its
+errors), so all sequence semantics (masking, reverse on the valid prefix, remat) come from one
+place. ``init(key, input_shape)`` takes the per-example shape, without the batch axis.
 """
 
 from collections.abc import Callable, Sequence
@@ -159,7 +160,7 @@ def rnn(
     remat: bool = False,
     remat_chunk: int | None = None,
 ) -> Layer:
-    """Run ``cell`` over a batch ``x [B, T, D]`` (``rnnjax.scan`` under ``jax.vmap``).
+    """Run ``cell`` over a batch ``x [B, T, D]`` (equal to ``rnnjax.scan`` under ``jax.vmap``).
 
     ``apply(params, x, lengths=None, *, initial_state=None)`` returns the last valid hidden state
     ``[B, H]`` (or all outputs ``[B, T, H]`` with ``return_sequences``, zero past each length),
