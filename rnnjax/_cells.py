@@ -134,6 +134,11 @@ def _split(z: jax.Array, num_gates: int) -> list[jax.Array]:
     return jnp.split(z, num_gates, axis=-1)
 
 
+def _cast_like(new, old):
+    """``new`` state with each leaf cast to ``old``'s dtype (the carry keeps the state's dtype)."""
+    return type(old)(*(n.astype(o.dtype) for n, o in zip(new, old, strict=True)))
+
+
 def _lstm_gates(z: jax.Array) -> list[jax.Array]:
     """Activated gates ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)`` of ``z [..., 4H]``."""
     i, f, g, o = _split(z, 4)
@@ -142,7 +147,13 @@ def _lstm_gates(z: jax.Array) -> list[jax.Array]:
 
 def _lstm_update(params, state, projected, dtype):
     """LSTM update and what its derivative needs: ``(LSTMState, (i, f, g, o, tanh c))``."""
-    i, f, g, o = _lstm_gates(projected + _dot(state.h, params.w_h, dtype))
+    return _lstm_activate(state, projected + _dot(state.h, params.w_h, dtype))
+
+
+def _lstm_activate(state, z):
+    """The LSTM update from its pre-activations ``z = x W_x + h W_h + b [..., 4H]`` (reads
+    ``state.c`` only), with the values its derivative needs."""
+    i, f, g, o = _lstm_gates(z)
     c = f * state.c + i * g
     tanh_c = jnp.tanh(c)
     return LSTMState(o * tanh_c, c), (i, f, g, o, tanh_c)
@@ -152,22 +163,45 @@ def _gru_update(params, state, projected, dtype, reset_after):
     """GRU state update and its derivative's values: ``(RNNState, (r, z, candidate, m))`` with
     ``m = h W_hn + b_hn`` (``reset_after``) or ``m = r * h`` (the seed's form)."""
     h, hidden = state.h, state.h.shape[-1]
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
     if reset_after:
-        h_rz, h_n = jnp.split(_dot(h, params.w_h, dtype), [2 * hidden], axis=-1)
-        r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
-        m = _add_bias(h_n, params.b_hn)
-        candidate = jnp.tanh(x_n + r * m)
-    else:
-        r, z = _split(jax.nn.sigmoid(x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype)), 2)
-        m = r * h
-        candidate = jnp.tanh(x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype))
-    return RNNState((1.0 - z) * h + z * candidate), (r, z, candidate, m)
+        return _gru_after(state, projected, _dot(h, params.w_h, dtype), params.b_hn)
+    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
+    r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
+    new, candidate = _gru_combine(h, z, x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype))
+    return new, (r, z, candidate, m)
+
+
+def _gru_after(state, projected, hidden_part, b_hn):
+    """The reset-after GRU update from ``projected = x W_x + b`` and ``hidden_part = h W_h``
+    (both ``[..., 3H]``): ``m = h W_hn + b_hn``, ``candidate = tanh(x_n + r * m)``."""
+    hidden = state.h.shape[-1]
+    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
+    h_rz, h_n = jnp.split(hidden_part, [2 * hidden], axis=-1)
+    r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
+    m = _add_bias(h_n, b_hn)
+    new, candidate = _gru_combine(state.h, z, x_n + r * m)
+    return new, (r, z, candidate, m)
+
+
+def _gru_reset(h, pre_rz):
+    """Seed-form GRU gates from ``pre_rz = x W_rz + h U_rz + b_rz [..., 2H]``: ``(r, z, r * h)``."""
+    r, z = _split(jax.nn.sigmoid(pre_rz), 2)
+    return r, z, r * h
+
+
+def _gru_combine(h, z, pre_n):
+    """``h' = (1 - z) h + z tanh(pre_n)`` and the candidate ``tanh(pre_n)``."""
+    candidate = jnp.tanh(pre_n)
+    return RNNState((1.0 - z) * h + z * candidate), candidate
 
 
 def _rnn_update(params, state, projected, dtype, activation):
     """Vanilla RNN update and its pre-activation: ``(RNNState, (a,))``."""
-    a = projected + _dot(state.h, params.w_h, dtype)
+    return _rnn_activate(projected + _dot(state.h, params.w_h, dtype), activation)
+
+
+def _rnn_activate(a, activation):
+    """The vanilla RNN update from its pre-activation ``a = x W_x + h W_h + b [..., H]``."""
     return RNNState(activation(a)), (a,)
 
 
@@ -254,9 +288,8 @@ def _make_cell(
                     f"Build it with initial_state(batch_shape={tuple(projected.shape[:-1])})."
                 )
             _checks.floating_array(leaf, f"state.{field}")
-        new_state = update(params, state, projected)
         # The carry keeps the state's dtype (e.g. float32 state with bfloat16 matmuls).
-        new_state = state_type(*(n.astype(o.dtype) for n, o in zip(new_state, state, strict=True)))
+        new_state = _cast_like(update(params, state, projected), state)
         return new_state, new_state.h
 
     def step(params, state, x: jax.Array):

@@ -1,0 +1,129 @@
+"""The hidden-partitioned forward loop (``rnnjax._partitioned``) against the plain scan.
+
+``rnnjax.rnn`` evaluated without differentiation runs built-in cells through this loop on
+XLA:CPU. The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
+fused nor partitioned), vmapped over the batch; the part count is forced to 1-4 so that every
+split is exercised on any machine.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import rnnjax
+from rnnjax import _partitioned
+from tests.tolerances import assert_close
+
+CELLS = {
+    "simple_rnn": rnnjax.simple_rnn,
+    "simple_rnn_relu": partial(rnnjax.simple_rnn, activation=jax.nn.relu),
+    "lstm": rnnjax.lstm,
+    "gru": rnnjax.gru,
+    "gru_reset_after": partial(rnnjax.gru, reset_after=True),
+}
+
+
+def _plain(cell):
+    recur = cell.recur
+    return cell._replace(recur=lambda params, state, projected: recur(params, state, projected))
+
+
+@pytest.fixture
+def parts(monkeypatch):
+    """Force ``P`` parts: ``parts(P)`` pretends the process has ``P`` cores and lifts the
+    minimum part size, so small test sizes still split."""
+
+    def force(count):
+        monkeypatch.setattr(_partitioned, "_cores", lambda: count)
+        monkeypatch.setattr(_partitioned, "_MIN_UNITS", 1)
+
+    return force
+
+
+def _perturbed(params, key, dtype):
+    return jax.tree_util.tree_map(
+        lambda a: (a + 0.3 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape)).astype(
+            dtype
+        ),
+        params,
+    )
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
+)
+def test_partitioned_forward_equals_plain_scan(x64, parts, name, count, lengths, reverse):
+    parts(count)
+    hidden = 12
+    assert _partitioned.num_parts(hidden) == count
+    cell = CELLS[name](hidden)
+    layer, plain = (
+        rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
+        for core in (cell, _plain(cell))
+    )
+    key = jax.random.key(count)
+    params = _perturbed(layer.init(key, (5, 3)), key, jnp.float64)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (3, 5, 3), jnp.float64)
+    state = jax.tree_util.tree_map(
+        lambda s: s + jax.random.normal(jax.random.fold_in(key, 2), s.shape, s.dtype),
+        cell.initial_state((3,), jnp.float64),
+    )
+    lengths = None if lengths is None else jnp.array(lengths)
+    calls = []
+    forward = _partitioned.forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_partitioned, "forward", spy)
+        ys, final = layer.apply(params, x, lengths, initial_state=state)
+    assert calls, "the batch forward did not take the partitioned loop"
+    ys_plain, final_plain = plain.apply(params, x, lengths, initial_state=state)
+    assert_close(ys, ys_plain)
+    jax.tree_util.tree_map(assert_close, final, final_plain)
+    if lengths is not None:  # zero output past each length, state frozen there
+        assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after"])
+def test_partitioned_forward_bfloat16_matmuls(parts, name):
+    """With ``dtype=bfloat16`` the loop casts each GEMM's operands as ``rnnjax._cells._dot``."""
+    parts(2)
+    cell = CELLS[name](16, dtype=jnp.bfloat16)
+    layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
+    params = layer.init(jax.random.key(0), (7, 4))
+    x = jax.random.normal(jax.random.key(1), (2, 7, 4))
+    ys, ys_plain = layer.apply(params, x), plain.apply(params, x)
+    assert ys.dtype == ys_plain.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(ys - ys_plain))) < 2e-2
+
+
+def test_partitioned_forward_under_jit_and_vmap_of_layers(parts):
+    parts(2)
+    cell = rnnjax.lstm(8)
+    layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
+    params = layer.init(jax.random.key(0), (4, 3))
+    x = jax.random.normal(jax.random.key(1), (5, 2, 4, 3))  # an outer batch of 5 batches
+    ys = jax.jit(jax.vmap(layer.apply, in_axes=(None, 0)))(params, x)
+    assert_close(ys, jax.vmap(plain.apply, in_axes=(None, 0))(params, x), dtype=jnp.float32)
+
+
+def test_num_parts(monkeypatch):
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 2)
+    assert [_partitioned.num_parts(h) for h in (16, 63, 64, 96, 512)] == [1, 1, 2, 2, 2]
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 16)
+    assert [_partitioned.num_parts(h) for h in (64, 96, 100, 512)] == [2, 3, 2, 8]
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 1)
+    assert _partitioned.num_parts(1024) == 1
+
+
+def test_applies_to_time_major_batches_on_cpu():
+    on_cpu = jax.default_backend() == "cpu"
+    assert _partitioned.applies(jnp.zeros((4, 2, 3))) == on_cpu
+    assert not _partitioned.applies(jnp.zeros((4, 3)))  # one sequence: rnnjax.scan itself
