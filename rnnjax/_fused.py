@@ -18,7 +18,8 @@ step's linearisation happens to hold. Here the sequence has a :func:`jax.custom_
 
 Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders. ``rnnjax.rnn``
 calls it time-major on the whole batch (``xs [T, B, D]``), where small batches run the loops'
-matmuls feature-major (``rnnjax._layout``). The primal is the plain scan of ``cell.step``, so the
+matmuls feature-major (``rnnjax._layout``), and the LSTM's undifferentiated forward (the primal)
+runs in hidden-unit parts, one per core (``rnnjax._partitioned``). The primal is the plain scan of ``cell.step``, so the
 gate math keeps one source (``rnnjax._cells``); only the derivative lives here.
 """
 
@@ -264,9 +265,9 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     feature_major = xs.ndim == 3 and _layout.use_feature_major(xs.shape[1], cell.hidden_size)
 
     def primal(params, xs, state, valid):
-        if _partitioned.applies(xs):
+        if _partitioned.applies(kind, xs, cell.hidden_size):
             return _partitioned.forward(
-                kind, config, params, xs, state, valid, reverse=reverse, unroll=unroll
+                params, xs, state, valid, dtype=config.get("dtype"), reverse=reverse, unroll=unroll
             )
         loop_params = _layout.params_for_loop(params, feature_major)
 

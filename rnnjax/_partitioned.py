@@ -1,28 +1,30 @@
-"""Hidden-partitioned, feature-major forward loop: the fused path's primal on XLA:CPU.
+"""Hidden-partitioned, feature-major LSTM forward loop: the fused path's primal on XLA:CPU.
 
 At the batch sizes recurrent nets run with, a step's GEMM is too small for XLA:CPU to keep its
 threads busy (tenths of a millisecond, split into tiles and joined again), and the gate math
 after it runs on one thread. Here the hidden units are split into ``P`` parts, ``P`` the cores
 this process may run on: part ``j`` owns units ``j H/P .. (j+1) H/P - 1`` of every gate, so its
-step is one GEMM ``[G H/P, D+H] x [D+H, B]`` of the whole ``[x_t; h_{t-1}]`` followed by its own
+step is one GEMM ``[4H/P, D+H] x [D+H, B]`` of the whole ``[x_t; h_{t-1}]`` followed by its own
 gate math, independent of the other parts until the next step gathers their ``h``; XLA:CPU's
 thunk executor runs the ``P`` chains on different threads. Inside the loop everything is
 feature-major (``[H, B]``: units along the rows, the batch along the columns), so the gate math
-reads its GEMM's output in place; it is the cells' own code (``rnnjax._cells``) under ``vmap``
-over the last axis. Only the layout and the order of the work change: the values are the same
-products and sums, rounding aside.
+reads its GEMM's output in place; it is the cell's own code (``rnnjax._cells._lstm_activate``)
+under ``vmap`` over the last axis. Only the layout and the order of the work change: the values
+are the same products and sums, rounding aside.
 
-Measured on the project's 2-core AMD EPYC against the row-/feature-major loop it replaces (same
-process, interleaved): LSTM forward ``B=16 T=1000 D=64 H=512`` 1.28-1.35x faster, ``B=64 T=100
-D=32 H=256`` 1.18x; GRU 1.02-1.11x. It serves the forward only (inference and the primal of
-``rnnjax._fused``'s custom JVP): the same partitioning of the derivative (tangent loop per part,
-weight terms as per-part GEMMs) measured 0.93-1.09x (LSTM) and 0.85x (GRU) of the fused rule,
-whose single per-step GEMM XLA:CPU already splits across threads as well, so it was not kept.
+Measured on the project's 2-core AMD EPYC, LSTM forward, against the fused loop it replaces
+(same process, interleaved medians): ``B=16 T=1000 D=64 H=512`` 1.28-1.35x faster, ``B=64 T=100
+D=32 H=256`` 1.18x, ``B=16 H=256`` 1.43x, ``B=32 H=512`` 1.45x, ``B=128 H=512`` 1.15x, ``B=32
+H=1024`` 1.06x; slower where a step has little work (``B=1 H=256`` 0.85x, ``B=4 H=128`` 0.65x,
+``B=16 H=64`` 0.70x) and at ``B=8 H=1024`` (0.80x), hence :func:`applies`. Tried and not kept:
+the same loop for the GRU (0.71-1.11x, slower from ``B=256``) and the vanilla RNN (1.00-1.05x),
+and the partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.93-1.09x
+(LSTM) and 0.85x (GRU) of ``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already
+splits across its threads as well. So it serves the forward only (inference, and the primal of
+the fused custom JVP; the derivative's own forward is ``rnnjax._fused``'s).
 """
 
 import os
-from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,9 @@ _MIN_UNITS = 32
 
 _MAX_PARTS = 8
 """Most parts (measured only up to 2 cores; more threads are untested)."""
+
+_MIN_BATCH, _MIN_HIDDEN = 16, 256
+"""Smallest batch and hidden size where the loop measured faster (module docstring)."""
 
 
 def _cores() -> int:
@@ -53,24 +58,29 @@ def num_parts(hidden: int) -> int:
     return 1
 
 
-def applies(xs: jax.Array) -> bool:
-    """Whether the fused scan of ``xs`` runs here: a time-major batch ``[T, B, D]`` on XLA:CPU
-    (on other backends one large GEMM per step is the better form)."""
-    return xs.ndim == 3 and jax.default_backend() == "cpu"
+def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
+    """Whether the fused forward of ``xs`` runs here: an LSTM over a time-major batch
+    ``xs [T, B, D]`` on XLA:CPU with ``B >= 16``, ``H >= 256`` and at least two parts (where it
+    measured faster; see the module docstring)."""
+    return (
+        kind == "lstm"
+        and xs.ndim == 3
+        and xs.shape[1] >= _MIN_BATCH
+        and hidden >= _MIN_HIDDEN
+        and jax.default_backend() == "cpu"
+        and num_parts(hidden) > 1
+    )
 
 
-def _rows(w: jax.Array, num_gates: int, parts: int) -> jax.Array:
-    """``w [In, G*H]`` as ``[P, G*H/P, In]``: part ``j`` holds the transposed columns of its
-    units, gate-major (``[gate 0 units; gate 1 units; ...]``)."""
+def _rows(w: jax.Array, parts: int) -> jax.Array:
+    """``w [In, 4H]`` as ``P`` arrays ``[4H/P, In]``: part ``j`` holds the transposed columns of
+    its units, gate-major (``[i units; f units; g units; o units]``), each its own buffer made
+    once per sequence (indexing one stacked array inside the loop copies the slice every step)."""
     inputs, width = w.shape
-    units = width // num_gates // parts
-    blocks = w.reshape(inputs, num_gates, parts, units).transpose(2, 1, 3, 0)
-    return blocks.reshape(parts, num_gates * units, inputs)
-
-
-def _bias_rows(b: jax.Array, num_gates: int, parts: int) -> jax.Array:
-    """``b [G*H]`` as ``[P, G*H/P, 1]`` (a column per part, broadcast over the batch)."""
-    return _rows(b[None, :], num_gates, parts)
+    units = width // 4 // parts
+    blocks = w.reshape(inputs, 4, parts, units).transpose(2, 1, 3, 0)
+    blocks = blocks.reshape(parts, 4 * units, inputs)
+    return lax.optimization_barrier(tuple(blocks[j] for j in range(parts)))
 
 
 def _matmul(w: jax.Array, a: jax.Array, dtype) -> jax.Array:
@@ -79,56 +89,6 @@ def _matmul(w: jax.Array, a: jax.Array, dtype) -> jax.Array:
     accumulate = jnp.promote_types(a.dtype, w.dtype)
     operands = accumulate if dtype is None else dtype
     return jnp.matmul(w.astype(operands), a.astype(operands), preferred_element_type=accumulate)
-
-
-def _columns(function, *args):
-    """``function`` of one example applied to feature-major arrays (the batch on the last axis)."""
-    return jax.vmap(function, in_axes=-1, out_axes=-1)(*args)
-
-
-class _Weights(NamedTuple):
-    """Per-part weights of the loops (tuples of ``P`` arrays ``[rows, In]`` or ``[rows, 1]``).
-
-    ``cat``: rows of ``[W_x; W_h]`` (LSTM, RNN; the seed GRU's r, z); ``x``/``h``: rows of
-    ``W_x``/``W_h`` alone (reset-after GRU: all gates; seed GRU: the candidate); ``b`` the bias
-    rows of every gate; ``b_hn`` the reset-after GRU's ``[H/P]`` per part.
-    """
-
-    cat: jax.Array | None
-    x: jax.Array | None
-    h: jax.Array | None
-    b: jax.Array
-    b_hn: jax.Array | None
-
-
-def _forward_weights(kind: str, params, parts: int) -> _Weights:
-    gates = {"lstm": 4, "simple_rnn": 1}.get(kind, 3)
-    b = _bias_rows(params.b, gates, parts)
-    if kind in ("lstm", "simple_rnn"):
-        cat = _rows(jnp.concatenate([params.w_x, params.w_h], axis=0), gates, parts)
-        weights = _Weights(cat, None, None, b, None)
-    elif kind == "gru_reset_after":
-        b_hn = params.b_hn.reshape(parts, -1)
-        weights = _Weights(None, _rows(params.w_x, 3, parts), _rows(params.w_h, 3, parts), b, b_hn)
-    else:
-        hidden = params.w_h.shape[0]
-        rz = jnp.concatenate([params.w_x[:, : 2 * hidden], params.w_h[:, : 2 * hidden]], axis=0)
-        weights = _Weights(
-            _rows(rz, 2, parts),
-            _rows(params.w_x[:, 2 * hidden :], 1, parts),
-            _rows(params.w_h[:, 2 * hidden :], 1, parts),
-            b,
-            None,
-        )
-    return _unstacked(weights)
-
-
-def _unstacked(tree):
-    """Every ``[P, ...]`` leaf as a tuple of ``P`` arrays, each its own buffer made once per
-    sequence (indexing one stacked array inside the loop makes XLA copy the slice every step)."""
-    return lax.optimization_barrier(
-        jax.tree_util.tree_map(lambda leaf: tuple(leaf[j] for j in range(leaf.shape[0])), tree)
-    )
 
 
 def _split_state(state, parts: int):
@@ -141,81 +101,36 @@ def _join_state(state):
     return type(state)(*(jnp.concatenate(leaf, axis=0).T for leaf in state))
 
 
-def _part(state, j: int):
-    return type(state)(*(leaf[j] for leaf in state))
-
-
-def _masked(valid_t, new, old):
-    """``rnnjax.scan``'s mask on feature-major parts: keep ``old`` past the length."""
-    if valid_t is None:
-        return new
-    keep = valid_t[None, :]
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, old)
-
-
-def _step(kind, config, weights, carry, x_t):
-    """One step of every part (before masking)."""
-    dtype, parts = config.get("dtype"), len(carry.h)
-    x_column, h_whole = x_t.T, jnp.concatenate(carry.h, axis=0)
-    if kind in ("lstm", "simple_rnn", "gru"):
-        common = jnp.promote_types(x_column.dtype, h_whole.dtype)
-        both = jnp.concatenate([x_column.astype(common), h_whole.astype(common)], axis=0)
-    if kind == "gru":  # every part's r * h before any candidate: (r * h_{t-1}) W_hn
-        resets = [
-            _columns(
-                _cells._gru_reset,
-                carry.h[j],
-                _matmul(weights.cat[j], both, dtype) + weights.b[j][: weights.cat[j].shape[0]],
-            )  # fmt: skip
-            for j in range(parts)
-        ]
-        m_whole = jnp.concatenate([m for _, _, m in resets], axis=0)
-    news = []
-    for j in range(parts):
-        old = _part(carry, j)
-        if kind == "lstm":
-            z = _matmul(weights.cat[j], both, dtype) + weights.b[j]
-            new, _ = _columns(_cells._lstm_activate, old, z)
-        elif kind == "simple_rnn":
-            z = _matmul(weights.cat[j], both, dtype) + weights.b[j]
-            new, _ = _columns(partial(_cells._rnn_activate, activation=config["activation"]), z)
-        elif kind == "gru_reset_after":
-            projected = _matmul(weights.x[j], x_column, dtype) + weights.b[j]
-            hidden_part = _matmul(weights.h[j], h_whole, dtype)
-            activate = partial(_cells._gru_after, b_hn=weights.b_hn[j])
-            new, _ = _columns(activate, old, projected, hidden_part)
-        else:
-            _, z, m = resets[j]
-            pre_n = (
-                _matmul(weights.x[j], x_column, dtype)
-                + weights.b[j][weights.cat[j].shape[0] :]
-                + _matmul(weights.h[j], m_whole, dtype)
-            )
-            new, _ = _columns(_cells._gru_combine, old.h, z, pre_n)
-        news.append(_cells._cast_like(new, old))
-    return type(carry)(*zip(*news, strict=True))
-
-
-def forward(kind: str, config: dict, params, xs, state, valid, *, reverse: bool, unroll):
-    """``rnnjax._fused.scan``'s values for a time-major batch ``xs [T, B, D]`` (state leaves
-    ``[B, H]``, ``valid [T, B]`` or ``None``): ``(final_state, ys [T, B, H])``, computed in
-    hidden-unit parts on feature-major arrays (see the module docstring). Not differentiated
-    itself: it is the primal of the fused path's custom JVP."""
+def forward(params, xs, state, valid, *, dtype, reverse: bool, unroll):
+    """``rnnjax._fused.scan``'s values for an LSTM over a time-major batch ``xs [T, B, D]``
+    (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``): ``(final_state, ys [T, B, H])``,
+    computed in hidden-unit parts on feature-major arrays (see the module docstring). Not
+    differentiated itself: it is the primal of the fused path's custom JVP."""
     parts = num_parts(state.h.shape[-1])
-    weights = _forward_weights(kind, params, parts)
+    weights = _rows(jnp.concatenate([params.w_x, params.w_h], axis=0), parts)
+    biases = _rows(params.b[None, :], parts)  # [4H/P, 1] columns, broadcast over the batch
+    activate = jax.vmap(_cells._lstm_activate, in_axes=-1, out_axes=-1)
 
     def body(carry, inputs):
         x_t, valid_t = inputs
-        new = _masked(valid_t, _step(kind, config, weights, carry, x_t), carry)
+        h = jnp.concatenate(carry.h, axis=0)
+        common = jnp.promote_types(x_t.dtype, h.dtype)
+        both = jnp.concatenate([x_t.T.astype(common), h.astype(common)], axis=0)  # [D+H, B]
+        news = []
+        for j in range(parts):
+            old = _cells.LSTMState(carry.h[j], carry.c[j])
+            new, _ = activate(old, _matmul(weights[j], both, dtype) + biases[j])
+            new = _cells._cast_like(new, old)
+            if valid_t is not None:  # rnnjax.scan's mask: keep the state past the length
+                new = jax.tree_util.tree_map(
+                    lambda n, o: jnp.where(valid_t[None, :], n, o), new, old
+                )
+            news.append(new)
+        new = _cells.LSTMState(*zip(*news, strict=True))
         return new, jnp.concatenate(new.h, axis=0)
 
     initial = _split_state(state, parts)
     final, hs = lax.scan(body, initial, (xs, valid), reverse=reverse, unroll=unroll)
-    return _join_state(final), _outputs(hs, valid)
-
-
-def _outputs(hs, valid):
-    """``ys [T, B, H]`` from the states ``hs [T, H, B]``: zero past each length."""
-    if valid is not None:
+    if valid is not None:  # zero output past each length
         hs = jnp.where(valid[:, None, :], hs, jnp.zeros_like(hs))
-    return jnp.swapaxes(hs, 1, 2)
+    return _join_state(final), jnp.swapaxes(hs, 1, 2)

@@ -1,12 +1,10 @@
-"""The hidden-partitioned forward loop (``rnnjax._partitioned``) against the plain scan.
+"""The hidden-partitioned LSTM forward loop (``rnnjax._partitioned``) against the plain scan.
 
-``rnnjax.rnn`` evaluated without differentiation runs built-in cells through this loop on
-XLA:CPU. The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
+``rnnjax.rnn`` evaluated without differentiation runs the LSTM through this loop on XLA:CPU
+(``B >= 16``, ``H >= 256``, two or more cores). The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
 fused nor partitioned), vmapped over the batch; the part count is forced to 1-4 so that every
 split is exercised on any machine.
 """
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +14,6 @@ import rnnjax
 from rnnjax import _partitioned
 from tests.tolerances import assert_close
 
-CELLS = {
-    "simple_rnn": rnnjax.simple_rnn,
-    "simple_rnn_relu": partial(rnnjax.simple_rnn, activation=jax.nn.relu),
-    "lstm": rnnjax.lstm,
-    "gru": rnnjax.gru,
-    "gru_reset_after": partial(rnnjax.gru, reset_after=True),
-}
-
 
 def _plain(cell):
     recur = cell.recur
@@ -32,12 +22,12 @@ def _plain(cell):
 
 @pytest.fixture
 def parts(monkeypatch):
-    """Force ``P`` parts: ``parts(P)`` pretends the process has ``P`` cores and lifts the
-    minimum part size, so small test sizes still split."""
+    """Force ``P`` parts and lift the minimum sizes, so small test sizes take the loop."""
 
     def force(count):
-        monkeypatch.setattr(_partitioned, "_cores", lambda: count)
-        monkeypatch.setattr(_partitioned, "_MIN_UNITS", 1)
+        monkeypatch.setattr(_partitioned, "_MIN_BATCH", 1)
+        monkeypatch.setattr(_partitioned, "_MIN_HIDDEN", 1)
+        monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
 
     return force
 
@@ -51,16 +41,14 @@ def _perturbed(params, key, dtype):
     )
 
 
-@pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("count", [2, 3, 4])
 @pytest.mark.parametrize(
     ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
 )
-def test_partitioned_forward_equals_plain_scan(x64, parts, name, count, lengths, reverse):
+def test_partitioned_forward_equals_plain_scan(x64, parts, count, lengths, reverse):
     parts(count)
     hidden = 12
-    assert _partitioned.num_parts(hidden) == count
-    cell = CELLS[name](hidden)
+    cell = rnnjax.lstm(hidden)
     layer, plain = (
         rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
         for core in (cell, _plain(cell))
@@ -91,11 +79,10 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, name, count, lengths,
         assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after"])
-def test_partitioned_forward_bfloat16_matmuls(parts, name):
+def test_partitioned_forward_bfloat16_matmuls(parts):
     """With ``dtype=bfloat16`` the loop casts each GEMM's operands as ``rnnjax._cells._dot``."""
     parts(2)
-    cell = CELLS[name](16, dtype=jnp.bfloat16)
+    cell = rnnjax.lstm(16, dtype=jnp.bfloat16)
     layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
     params = layer.init(jax.random.key(0), (7, 4))
     x = jax.random.normal(jax.random.key(1), (2, 7, 4))
@@ -123,7 +110,14 @@ def test_num_parts(monkeypatch):
     assert _partitioned.num_parts(1024) == 1
 
 
-def test_applies_to_time_major_batches_on_cpu():
+def test_applies_to_lstm_time_major_batches_on_cpu_where_measured_faster(monkeypatch):
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 2)
     on_cpu = jax.default_backend() == "cpu"
-    assert _partitioned.applies(jnp.zeros((4, 2, 3))) == on_cpu
-    assert not _partitioned.applies(jnp.zeros((4, 3)))  # one sequence: rnnjax.scan itself
+    batch = jnp.zeros((4, 16, 3))
+    assert _partitioned.applies("lstm", batch, 256) == on_cpu
+    assert not _partitioned.applies("gru", batch, 256)
+    assert not _partitioned.applies("lstm", jnp.zeros((4, 8, 3)), 256)  # small batch
+    assert not _partitioned.applies("lstm", batch, 128)  # small hidden size
+    assert not _partitioned.applies("lstm", jnp.zeros((4, 3)), 256)  # one sequence
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 1)
+    assert not _partitioned.applies("lstm", batch, 256)  # one part: nothing to overlap
