@@ -36,7 +36,12 @@ def test_results_json_has_machine_gemm_and_every_section(results):
     assert {"jax", "jaxlib", "torch", "flax", "equinox"} <= set(data["machine"]["versions"])
     assert data["gemm"]["best_gflops"] > 0
     for name in (
-        "comparisons.csv", "sweeps.csv", "memory.csv", "parallel.csv", "sweeps.png", "summary.md"
+        "comparisons.csv",
+        "sweeps.csv",
+        "memory.csv",
+        "parallel.csv",
+        "sweeps.png",
+        "summary.md",
     ):
         assert (out / name).stat().st_size > 0
 

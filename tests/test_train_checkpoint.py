@@ -128,6 +128,12 @@ def test_killed_mid_write_keeps_last_good_checkpoint(tmp_path, mode):
     restored, step = train.restore_checkpoint(directory, {"w": jnp.zeros(1000)})
     assert step == 1
     np.testing.assert_array_equal(restored["w"], np.arange(1000.0))
+    # The resumed run writes step 2 again: the killed write's temporary goes, a later step's stays.
+    (directory / ".checkpoint_9.msgpack.abc.tmp").write_bytes(b"another writer")
+    train.save_checkpoint(directory, {"w": jnp.arange(1000.0) + 1}, 2)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        ".checkpoint_9.msgpack.abc.tmp", "checkpoint_1.msgpack", "checkpoint_2.msgpack",
+    ]  # fmt: skip
 
 
 def test_failed_write_cleans_up_and_keeps_old(tmp_path, monkeypatch):

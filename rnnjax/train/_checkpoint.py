@@ -25,6 +25,7 @@ from flax import serialization
 
 _MAGIC = b"RNNJAXC1"
 _PATTERN = re.compile(r"^checkpoint_(\d+)\.msgpack$")
+_TEMPORARY = re.compile(r"^\.checkpoint_(\d+)\.msgpack\..+\.tmp$")
 _log = logging.getLogger(__name__)
 
 
@@ -109,6 +110,10 @@ def save_checkpoint(
       step: non-negative int naming the checkpoint; an existing one of that step is replaced.
       keep: delete all but the newest ``keep`` checkpoints after writing (``None``: keep all).
 
+    Temporaries that killed writes of this or an earlier step left behind (``.checkpoint_<s>
+    .msgpack.*.tmp``, ``s <= step``) are deleted once this checkpoint is in place; those of later
+    steps are left alone (another writer may still be on them).
+
     Returns:
       The path written.
 
@@ -122,6 +127,10 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
     _atomic_write(path, _encode(target))
+    for leftover in directory.iterdir():
+        match = _TEMPORARY.match(leftover.name)
+        if match and int(match.group(1)) <= step:
+            leftover.unlink(missing_ok=True)
     if keep is not None:
         for old in checkpoint_steps(directory)[:-keep]:
             checkpoint_path(directory, old).unlink(missing_ok=True)
