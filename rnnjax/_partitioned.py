@@ -72,7 +72,7 @@ def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
     )
 
 
-def _rows(w: jax.Array, parts: int) -> jax.Array:
+def _rows(w: jax.Array, parts: int) -> tuple[jax.Array, ...]:
     """``w [In, 4H]`` as ``P`` arrays ``[4H/P, In]``: part ``j`` holds the transposed columns of
     its units, gate-major (``[i units; f units; g units; o units]``), each its own buffer made
     once per sequence (indexing one stacked array inside the loop copies the slice every step)."""
