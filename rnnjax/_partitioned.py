@@ -18,8 +18,9 @@ D=32 H=256`` 1.18x, ``B=16 H=256`` 1.43x, ``B=32 H=512`` 1.45x, ``B=128 H=512`` 
 H=1024`` 1.06x; slower where a step has little work (``B=1 H=256`` 0.85x, ``B=4 H=128`` 0.65x,
 ``B=16 H=64`` 0.70x) and at ``B=8 H=1024`` (0.80x), hence :func:`applies`. Tried and not kept:
 the same loop for the GRU (0.71-1.11x, slower from ``B=256``) and the vanilla RNN (1.00-1.05x),
-and the partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.93-1.09x
-(LSTM) and 0.85x (GRU) of ``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already
+and the partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x
+(LSTM; 0.81x at ``B=64``, 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of
+``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already
 splits across its threads as well. So it serves the forward only (inference, and the primal of
 the fused custom JVP; the derivative's own forward is ``rnnjax._fused``'s).
 """
