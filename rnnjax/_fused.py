@@ -268,8 +268,9 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     def primal(params, xs, state, valid):
         if _partitioned.applies(kind, xs, cell.hidden_size):
             return _partitioned.forward(
-                params, xs, state, valid, dtype=config.get("dtype"), reverse=reverse, unroll=unroll
-            )
+                kind, params, xs, state, valid,
+                dtype=config.get("dtype"), reverse=reverse, unroll=unroll,
+            )  # fmt: skip
         loop_params = _layout.params_for_loop(params, feature_major)
 
         def body(carry, inputs):

@@ -1,28 +1,32 @@
-"""Hidden-partitioned, feature-major LSTM forward loop: the fused path's primal on XLA:CPU.
+"""Hidden-partitioned, feature-major forward loops (LSTM, seed-form GRU) on XLA:CPU.
 
 At the batch sizes recurrent nets run with, a step's GEMM is too small for XLA:CPU to keep its
 threads busy (tenths of a millisecond, split into tiles and joined again), and the gate math
 after it runs on one thread. Here the hidden units are split into ``P`` parts, ``P`` the cores
 this process may run on: part ``j`` owns units ``j H/P .. (j+1) H/P - 1`` of every gate, so its
-step is one GEMM ``[4H/P, D+H] x [D+H, B]`` of the whole ``[x_t; h_{t-1}]`` followed by its own
-gate math, independent of the other parts until the next step gathers their ``h``; XLA:CPU's
-thunk executor runs the ``P`` chains on different threads. Inside the loop everything is
-feature-major (``[H, B]``: units along the rows, the batch along the columns), so the gate math
-reads its GEMM's output in place; it is the cell's own code (``rnnjax._cells._lstm_activate``)
-under ``vmap`` over the last axis. Only the layout and the order of the work change: the values
-are the same products and sums, rounding aside.
+LSTM step is one GEMM ``[4H/P, D+H] x [D+H, B]`` of the whole ``[x_t; h_{t-1}]`` followed by its
+own gate math, independent of the other parts until the next step gathers their ``h``; XLA:CPU's
+thunk executor runs the ``P`` chains on different threads. (The seed-form GRU gathers once more
+inside the step: every part's candidate reads the whole ``r * h``.) Inside the loop everything
+is feature-major (``[H, B]``: units along the rows, the batch along the columns), so the gate
+math reads its GEMM's output in place; it is the cells' own code (``rnnjax._cells``) under
+``vmap`` over the last axis. Only the layout and the order of the work change: the values are
+the same products and sums, rounding aside.
 
-Measured on the project's 2-core AMD EPYC, LSTM forward, against the fused loop it replaces
-(same process, interleaved medians): ``B=16 T=1000 D=64 H=512`` 1.28-1.35x faster, ``B=64 T=100
-D=32 H=256`` 1.18x, ``B=16 H=256`` 1.43x, ``B=32 H=512`` 1.45x, ``B=128 H=512`` 1.15x, ``B=32
+Measured on the project's 2-core AMD EPYC against the fused loop it replaces (same process,
+interleaved medians, forward). LSTM: ``B=16 T=1000 D=64 H=512`` 1.13-1.35x, ``B=64 T=100 D=32
+H=256`` 1.18-1.32x, ``B=16 H=256`` 1.43x, ``B=32 H=512`` 1.45x, ``B=128 H=512`` 1.15x, ``B=32
 H=1024`` 1.06x; slower where a step has little work (``B=1 H=256`` 0.85x, ``B=4 H=128`` 0.65x,
-``B=16 H=64`` 0.70x) and at ``B=8 H=1024`` (0.80x), hence :func:`applies`. Tried and not kept:
-the same loop for the GRU (0.71-1.11x, slower from ``B=256``) and the vanilla RNN (1.00-1.05x),
-and the partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x
-(LSTM; 0.81x at ``B=64``, 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of
-``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already
-splits across its threads as well. So it serves the forward only (inference, and the primal of
-the fused custom JVP; the derivative's own forward is ``rnnjax._fused``'s).
+``B=16 H=64`` 0.70x) and at ``B=8 H=1024`` (0.80x). Seed-form GRU (``rnnjax.gru``'s default,
+whose fused loop pays two dependent matmuls per step): ``B=16 T=1000 H=512`` 1.61-1.82x,
+``B=64 T=100 H=256`` 1.18-1.30x, ``B=8 H=512`` 1.30-1.72x, ``B=32 H=512`` 1.63x, ``B=128 H=256``
+0.99-1.04x, ``B=4 H=512`` 0.96x. Hence :func:`applies`. Tried and not kept: the same loop for
+the reset-after GRU (0.92-1.37x, no consistent gain) and the vanilla RNN (1.00-1.05x), and the
+partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x (LSTM;
+0.81x at ``B=64``, 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of
+``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already splits across its threads as
+well. So it serves the forward only (inference, and the primal of the fused custom JVP; the
+derivative's own forward is ``rnnjax._fused``'s).
 """
 
 import os
@@ -39,8 +43,11 @@ _MIN_UNITS = 32
 _MAX_PARTS = 8
 """Most parts (measured only up to 2 cores; more threads are untested)."""
 
-_MIN_BATCH, _MIN_HIDDEN = 16, 256
-"""Smallest batch and hidden size where the loop measured faster (module docstring)."""
+_MIN_BATCH = {"lstm": 16, "gru": 8}
+"""Smallest batch per cell where the loop measured faster (module docstring)."""
+
+_MIN_HIDDEN = 256
+"""Smallest hidden size where the loop measured faster."""
 
 
 def _cores() -> int:
@@ -60,27 +67,28 @@ def num_parts(hidden: int) -> int:
 
 
 def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
-    """Whether the fused forward of ``xs`` runs here: an LSTM over a time-major batch
-    ``xs [T, B, D]`` on XLA:CPU with ``B >= 16``, ``H >= 256`` and at least two parts (where it
-    measured faster; see the module docstring)."""
+    """Whether the fused forward of ``xs`` runs here: an LSTM (``B >= 16``) or seed-form GRU
+    (``B >= 8``) over a time-major batch ``xs [T, B, D]`` on XLA:CPU with ``H >= 256`` and at
+    least two parts (where it measured faster; see the module docstring)."""
+    smallest_batch = _MIN_BATCH.get(kind)
     return (
-        kind == "lstm"
+        smallest_batch is not None
         and xs.ndim == 3
-        and xs.shape[1] >= _MIN_BATCH
+        and xs.shape[1] >= smallest_batch
         and hidden >= _MIN_HIDDEN
         and jax.default_backend() == "cpu"
         and num_parts(hidden) > 1
     )
 
 
-def _rows(w: jax.Array, parts: int) -> tuple[jax.Array, ...]:
-    """``w [In, 4H]`` as ``P`` arrays ``[4H/P, In]``: part ``j`` holds the transposed columns of
-    its units, gate-major (``[i units; f units; g units; o units]``), each its own buffer made
+def _rows(w: jax.Array, parts: int, gates: int) -> tuple[jax.Array, ...]:
+    """``w [In, G*H]`` as ``P`` arrays ``[G*H/P, In]``: part ``j`` holds the transposed columns
+    of its units, gate-major (``[gate 0 units; gate 1 units; ...]``), each its own buffer made
     once per sequence (indexing one stacked array inside the loop copies the slice every step)."""
     inputs, width = w.shape
-    units = width // 4 // parts
-    blocks = w.reshape(inputs, 4, parts, units).transpose(2, 1, 3, 0)
-    blocks = blocks.reshape(parts, 4 * units, inputs)
+    units = width // gates // parts
+    blocks = w.reshape(inputs, gates, parts, units).transpose(2, 1, 3, 0)
+    blocks = blocks.reshape(parts, gates * units, inputs)
     return lax.optimization_barrier(tuple(blocks[j] for j in range(parts)))
 
 
@@ -102,32 +110,81 @@ def _join_state(state):
     return type(state)(*(jnp.concatenate(leaf, axis=0).T for leaf in state))
 
 
-def forward(params, xs, state, valid, *, dtype, reverse: bool, unroll):
-    """``rnnjax._fused.scan``'s values for an LSTM over a time-major batch ``xs [T, B, D]``
-    (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``): ``(final_state, ys [T, B, H])``,
-    computed in hidden-unit parts on feature-major arrays (see the module docstring). Not
-    differentiated itself: it is the primal of the fused path's custom JVP."""
-    parts = num_parts(state.h.shape[-1])
-    weights = _rows(jnp.concatenate([params.w_x, params.w_h], axis=0), parts)
-    biases = _rows(params.b[None, :], parts)  # [4H/P, 1] columns, broadcast over the batch
+def _lstm_step(weights, carry, x_t, dtype):
+    """One LSTM step of every part: ``z = [W_x; W_h]_j^T [x_t; h] + b_j``, then the gates."""
+    w_both, b = weights
+    h = jnp.concatenate(carry.h, axis=0)
+    both = _stacked(x_t.T, h)
     activate = jax.vmap(_cells._lstm_activate, in_axes=-1, out_axes=-1)
+    return [
+        activate(_cells.LSTMState(carry.h[j], carry.c[j]), _matmul(w_both[j], both, dtype) + b[j])[
+            0
+        ]
+        for j in range(len(carry.h))
+    ]
+
+
+def _gru_step(weights, carry, x_t, dtype):
+    """One seed-form GRU step of every part: each part's ``r, z`` from ``[x_t; h]``, then every
+    part's candidate reads the gathered ``r * h``: ``tanh(x W_xn + b_n + (r * h) U_n)``."""
+    w_rz, b_rz, w_xn, w_hn, b_n = weights
+    h = jnp.concatenate(carry.h, axis=0)
+    x_column = x_t.T
+    both = _stacked(x_column, h)
+    reset = jax.vmap(_cells._gru_reset, in_axes=-1, out_axes=-1)
+    combine = jax.vmap(_cells._gru_combine, in_axes=-1, out_axes=-1)
+    parts = len(carry.h)
+    gates = [reset(carry.h[j], _matmul(w_rz[j], both, dtype) + b_rz[j]) for j in range(parts)]
+    m = jnp.concatenate([m_j for _, _, m_j in gates], axis=0)
+    news = []
+    for j in range(parts):
+        pre_n = _matmul(w_xn[j], x_column, dtype) + b_n[j] + _matmul(w_hn[j], m, dtype)
+        news.append(combine(carry.h[j], gates[j][1], pre_n)[0])
+    return news
+
+
+def _stacked(x_column, h):
+    """``[x_t^T; h]`` ``[D+H, B]`` in the wider of the two dtypes."""
+    common = jnp.promote_types(x_column.dtype, h.dtype)
+    return jnp.concatenate([x_column.astype(common), h.astype(common)], axis=0)
+
+
+def _weights(kind: str, params, parts: int):
+    if kind == "lstm":
+        both = jnp.concatenate([params.w_x, params.w_h], axis=0)
+        return _rows(both, parts, 4), _rows(params.b[None, :], parts, 4)
+    hidden = params.w_h.shape[0]
+    rz = jnp.concatenate([params.w_x[:, : 2 * hidden], params.w_h[:, : 2 * hidden]], axis=0)
+    return (
+        _rows(rz, parts, 2),
+        _rows(params.b[None, : 2 * hidden], parts, 2),  # [2H/P, 1] columns, over the batch
+        _rows(params.w_x[:, 2 * hidden :], parts, 1),
+        _rows(params.w_h[:, 2 * hidden :], parts, 1),
+        _rows(params.b[None, 2 * hidden :], parts, 1),
+    )
+
+
+def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll):
+    """``rnnjax._fused.scan``'s values for an LSTM or seed-form GRU (``kind``) over a time-major
+    batch ``xs [T, B, D]`` (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``):
+    ``(final_state, ys [T, B, H])``, computed in hidden-unit parts on feature-major arrays (see
+    the module docstring). Not differentiated itself: the primal of the fused custom JVP."""
+    parts = num_parts(state.h.shape[-1])
+    weights = _weights(kind, params, parts)
+    step = _lstm_step if kind == "lstm" else _gru_step
 
     def body(carry, inputs):
         x_t, valid_t = inputs
-        h = jnp.concatenate(carry.h, axis=0)
-        common = jnp.promote_types(x_t.dtype, h.dtype)
-        both = jnp.concatenate([x_t.T.astype(common), h.astype(common)], axis=0)  # [D+H, B]
         news = []
-        for j in range(parts):
-            old = _cells.LSTMState(carry.h[j], carry.c[j])
-            new, _ = activate(old, _matmul(weights[j], both, dtype) + biases[j])
+        for j, new in enumerate(step(weights, carry, x_t, dtype)):
+            old = type(carry)(*(leaf[j] for leaf in carry))
             new = _cells._cast_like(new, old)
             if valid_t is not None:  # rnnjax.scan's mask: keep the state past the length
                 new = jax.tree_util.tree_map(
                     lambda n, o: jnp.where(valid_t[None, :], n, o), new, old
                 )
             news.append(new)
-        new = _cells.LSTMState(*zip(*news, strict=True))
+        new = type(carry)(*zip(*news, strict=True))
         return new, jnp.concatenate(new.h, axis=0)
 
     initial = _split_state(state, parts)

@@ -1,7 +1,7 @@
-"""The hidden-partitioned LSTM forward loop (``rnnjax._partitioned``) against the plain scan.
+"""The hidden-partitioned forward loop (``rnnjax._partitioned``) against the plain scan.
 
-``rnnjax.rnn`` evaluated without differentiation runs the LSTM through this loop on XLA:CPU
-(``B >= 16``, ``H >= 256``, two or more cores). The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
+``rnnjax.rnn`` evaluated without differentiation runs the LSTM (``B >= 16``) and the seed-form
+GRU (``B >= 8``) through this loop on XLA:CPU (``H >= 256``, two or more cores). The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
 fused nor partitioned), vmapped over the batch; the part count is forced to 1-4 so that every
 split is exercised on any machine.
 """
@@ -25,7 +25,7 @@ def parts(monkeypatch):
     """Force ``P`` parts and lift the minimum sizes, so small test sizes take the loop."""
 
     def force(count):
-        monkeypatch.setattr(_partitioned, "_MIN_BATCH", 1)
+        monkeypatch.setattr(_partitioned, "_MIN_BATCH", {"lstm": 1, "gru": 1})
         monkeypatch.setattr(_partitioned, "_MIN_HIDDEN", 1)
         monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
 
@@ -41,14 +41,15 @@ def _perturbed(params, key, dtype):
     )
 
 
+@pytest.mark.parametrize("cell", [rnnjax.lstm, rnnjax.gru])
 @pytest.mark.parametrize("count", [2, 3, 4])
 @pytest.mark.parametrize(
     ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
 )
-def test_partitioned_forward_equals_plain_scan(x64, parts, count, lengths, reverse):
+def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths, reverse):
     parts(count)
     hidden = 12
-    cell = rnnjax.lstm(hidden)
+    cell = cell(hidden)
     layer, plain = (
         rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
         for core in (cell, _plain(cell))
@@ -79,10 +80,11 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, count, lengths, rever
         assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
 
 
-def test_partitioned_forward_bfloat16_matmuls(parts):
+@pytest.mark.parametrize("cell", [rnnjax.lstm, rnnjax.gru])
+def test_partitioned_forward_bfloat16_matmuls(parts, cell):
     """With ``dtype=bfloat16`` the loop casts each GEMM's operands as ``rnnjax._cells._dot``."""
     parts(2)
-    cell = rnnjax.lstm(16, dtype=jnp.bfloat16)
+    cell = cell(16, dtype=jnp.bfloat16)
     layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
     params = layer.init(jax.random.key(0), (7, 4))
     x = jax.random.normal(jax.random.key(1), (2, 7, 4))
@@ -110,12 +112,14 @@ def test_num_parts(monkeypatch):
     assert _partitioned.num_parts(1024) == 1
 
 
-def test_applies_to_lstm_time_major_batches_on_cpu_where_measured_faster(monkeypatch):
+def test_applies_to_time_major_batches_on_cpu_where_measured_faster(monkeypatch):
     monkeypatch.setattr(_partitioned, "_cores", lambda: 2)
     on_cpu = jax.default_backend() == "cpu"
     batch = jnp.zeros((4, 16, 3))
     assert _partitioned.applies("lstm", batch, 256) == on_cpu
-    assert not _partitioned.applies("gru", batch, 256)
+    assert _partitioned.applies("gru", jnp.zeros((4, 8, 3)), 256) == on_cpu  # seed-form GRU
+    assert not _partitioned.applies("gru_reset_after", batch, 256)
+    assert not _partitioned.applies("simple_rnn", batch, 256)
     assert not _partitioned.applies("lstm", jnp.zeros((4, 8, 3)), 256)  # small batch
     assert not _partitioned.applies("lstm", batch, 128)  # small hidden size
     assert not _partitioned.applies("lstm", jnp.zeros((4, 3)), 256)  # one sequence
