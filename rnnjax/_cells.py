@@ -163,23 +163,16 @@ def _gru_update(params, state, projected, dtype, reset_after):
     """GRU state update and its derivative's values: ``(RNNState, (r, z, candidate, m))`` with
     ``m = h W_hn + b_hn`` (``reset_after``) or ``m = r * h`` (the seed's form)."""
     h, hidden = state.h, state.h.shape[-1]
+    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
     if reset_after:
-        return _gru_after(state, projected, _dot(h, params.w_h, dtype), params.b_hn)
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
-    r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
-    new, candidate = _gru_combine(h, z, x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype))
-    return new, (r, z, candidate, m)
-
-
-def _gru_after(state, projected, hidden_part, b_hn):
-    """The reset-after GRU update from ``projected = x W_x + b`` and ``hidden_part = h W_h``
-    (both ``[..., 3H]``): ``m = h W_hn + b_hn``, ``candidate = tanh(x_n + r * m)``."""
-    hidden = state.h.shape[-1]
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
-    h_rz, h_n = jnp.split(hidden_part, [2 * hidden], axis=-1)
-    r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
-    m = _add_bias(h_n, b_hn)
-    new, candidate = _gru_combine(state.h, z, x_n + r * m)
+        h_rz, h_n = jnp.split(_dot(h, params.w_h, dtype), [2 * hidden], axis=-1)
+        r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
+        m = _add_bias(h_n, params.b_hn)
+        pre_n = x_n + r * m
+    else:
+        r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
+        pre_n = x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype)
+    new, candidate = _gru_combine(h, z, pre_n)
     return new, (r, z, candidate, m)
 
 
@@ -197,11 +190,7 @@ def _gru_combine(h, z, pre_n):
 
 def _rnn_update(params, state, projected, dtype, activation):
     """Vanilla RNN update and its pre-activation: ``(RNNState, (a,))``."""
-    return _rnn_activate(projected + _dot(state.h, params.w_h, dtype), activation)
-
-
-def _rnn_activate(a, activation):
-    """The vanilla RNN update from its pre-activation ``a = x W_x + h W_h + b [..., H]``."""
+    a = projected + _dot(state.h, params.w_h, dtype)
     return RNNState(activation(a)), (a,)
 
 

@@ -158,13 +158,8 @@ def _step_inputs(kind, params, d_params, xs, d_xs, previous, residuals, dtype):
 
 
 def _lstm_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
-    dz = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
-    return _lstm_tangent_gates(dz, d_state, previous, residuals)
-
-
-def _lstm_tangent_gates(dz, d_state, previous, residuals):
-    """Tangent of ``_cells._lstm_activate`` given the pre-activations' tangent ``dz [..., 4H]``."""
     i, f, g, o, tanh_c = residuals
+    dz = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
     di, df, dg, do = _cells._split(dz, 4)
     di, df, do = _sigmoid_tangent(di, i), _sigmoid_tangent(df, f), _sigmoid_tangent(do, o)
     dg = _tanh_tangent(dg, g)
@@ -173,60 +168,30 @@ def _lstm_tangent_gates(dz, d_state, previous, residuals):
 
 
 def _gru_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
+    r, z, candidate, m = residuals
     dtype, h, dh = config.get("dtype"), previous.h, d_state.h
     hidden = h.shape[-1]
+    # jnp.split (not slices): transposed, it is one concatenate rather than pads and adds.
+    d_in_rz, d_in_n = (None, None) if d_in is None else jnp.split(d_in, [2 * hidden], axis=-1)
     if config["reset_after"]:
-        d_hidden = _dot(dh, params.w_h, dtype)
-        return _gru_after_tangent(d_hidden, d_in, d_hn, dh, previous, residuals)
-    d_in_rz, d_in_n = _split_columns(d_in, 2 * hidden)
-    w_rz, w_n = params.w_h[:, : 2 * hidden], params.w_h[:, 2 * hidden :]
-    dr, dz, dm = _gru_reset_tangent(_sum(_dot(dh, w_rz, dtype), d_in_rz), dh, previous, residuals)
-    return _gru_combine_tangent(_sum(d_in_n, _dot(dm, w_n, dtype)), dz, dh, previous, residuals)
-
-
-def _split_columns(d, index):
-    """``d [..., N]`` split at ``index`` along the last axis, or ``(None, None)``. ``jnp.split``
-    rather than slices: transposed, it is one concatenate rather than pads and adds."""
-    return (None, None) if d is None else tuple(jnp.split(d, [index], axis=-1))
-
-
-def _gru_reset_tangent(d_pre_rz, dh, previous, residuals):
-    """Tangent of ``_cells._gru_reset``: ``(dr, dz, d(r * h))``."""
-    r, z, _, _ = residuals
-    dr, dz = _cells._split(d_pre_rz, 2)
-    dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
-    return dr, dz, dr * previous.h + r * dh
-
-
-def _gru_combine_tangent(d_pre_n, dz, dh, previous, residuals):
-    """Tangent of ``_cells._gru_combine`` given the candidate pre-activation's tangent."""
-    _, z, candidate, _ = residuals
-    d_candidate = _tanh_tangent(d_pre_n, candidate)
-    return RNNState(dh - z * dh + dz * candidate - dz * previous.h + z * d_candidate)
-
-
-def _gru_after_tangent(d_hidden, d_in, d_hn, dh, previous, residuals):
-    """Tangent of ``_cells._gru_after``: ``d_hidden = dh W_h``, ``d_in`` the input terms,
-    ``d_hn = h dW_hn + d b_hn`` (``None`` where zero)."""
-    r, z, _, m = residuals
-    hidden = previous.h.shape[-1]
-    d_hidden_rz, d_hidden_n = jnp.split(d_hidden, [2 * hidden], axis=-1)
-    d_in_rz, d_in_n = _split_columns(d_in, 2 * hidden)
-    dr, dz = _cells._split(_sum(d_hidden_rz, d_in_rz), 2)
-    dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
-    dm = _sum(d_hidden_n, d_hn)  # d_hn carries d b_hn too
-    d_pre_n = _sum(d_in_n, dr * m, r * dm)
-    return _gru_combine_tangent(d_pre_n, dz, dh, previous, residuals)
+        d_hidden_rz, d_hidden_n = jnp.split(_dot(dh, params.w_h, dtype), [2 * hidden], axis=-1)
+        dr, dz = _cells._split(_sum(d_hidden_rz, d_in_rz), 2)
+        dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
+        dm = _sum(d_hidden_n, d_hn)  # d_hn carries d b_hn too
+        d_pre = _sum(d_in_n, dr * m, r * dm)
+    else:
+        w_rz, w_n = params.w_h[:, : 2 * hidden], params.w_h[:, 2 * hidden :]
+        dr, dz = _cells._split(_sum(_dot(dh, w_rz, dtype), d_in_rz), 2)
+        dr, dz = _sigmoid_tangent(dr, r), _sigmoid_tangent(dz, z)
+        d_pre = _sum(d_in_n, _dot(dr * h + r * dh, w_n, dtype))
+    d_candidate = _tanh_tangent(d_pre, candidate)
+    return RNNState(dh - z * dh + dz * candidate - dz * h + z * d_candidate)
 
 
 def _rnn_tangent(params, d_state, d_in, d_hn, previous, residuals, config):
-    da = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
-    return _rnn_tangent_gates(da, residuals, config["activation"])
-
-
-def _rnn_tangent_gates(da, residuals, activation):
     (a,) = residuals
-    return RNNState(jax.jvp(activation, (a,), (da,))[1])
+    da = _sum(_dot(d_state.h, params.w_h, config.get("dtype")), d_in)
+    return RNNState(jax.jvp(config["activation"], (a,), (da,))[1])
 
 
 _TANGENTS = {
