@@ -116,12 +116,11 @@ def _lstm_step(weights, carry, x_t, dtype):
     h = jnp.concatenate(carry.h, axis=0)
     both = _stacked(x_t.T, h)
     activate = jax.vmap(_cells._lstm_activate, in_axes=-1, out_axes=-1)
-    return [
-        activate(_cells.LSTMState(carry.h[j], carry.c[j]), _matmul(w_both[j], both, dtype) + b[j])[
-            0
-        ]
-        for j in range(len(carry.h))
-    ]
+    news = []
+    for j in range(len(carry.h)):
+        z = _matmul(w_both[j], both, dtype) + b[j]
+        news.append(activate(_cells.LSTMState(carry.h[j], carry.c[j]), z)[0])
+    return news
 
 
 def _gru_step(weights, carry, x_t, dtype):

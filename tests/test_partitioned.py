@@ -1,9 +1,10 @@
 """The hidden-partitioned forward loop (``rnnjax._partitioned``) against the plain scan.
 
 ``rnnjax.rnn`` evaluated without differentiation runs the LSTM (``B >= 16``) and the seed-form
-GRU (``B >= 8``) through this loop on XLA:CPU (``H >= 256``, two or more cores). The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
-fused nor partitioned), vmapped over the batch; the part count is forced to 1-4 so that every
-split is exercised on any machine.
+GRU (``B >= 8``) through this loop on XLA:CPU (``H >= 256``, two or more cores). The oracle is
+the step-by-step path (the same cell with ``recur`` wrapped, so neither fused nor partitioned),
+vmapped over the batch; the part count is forced to 2-4 so that every split is exercised on any
+machine.
 """
 
 import jax
@@ -12,12 +13,8 @@ import pytest
 
 import rnnjax
 from rnnjax import _partitioned
+from tests.test_fused import _plain
 from tests.tolerances import assert_close
-
-
-def _plain(cell):
-    recur = cell.recur
-    return cell._replace(recur=lambda params, state, projected: recur(params, state, projected))
 
 
 @pytest.fixture
