@@ -56,3 +56,27 @@ def lengths(lengths, batch_shape: tuple[int, ...], max_length: int, name: str = 
                 f"got values in [{values.min()}, {values.max()}]."
             )
     return arr
+
+
+GPU_UNROLL = 8
+"""``unroll`` chosen when it is left ``None`` on a GPU (the H100 sweep in README)."""
+
+
+def unroll(unroll) -> int | bool:
+    """The ``unroll`` to give ``lax.scan``: ``None`` picks the backend's default.
+
+    On a GPU every loop iteration is a few kernel launches, and the per-step work of these cells
+    is too small to hide them: unrolling 8 steps ran 1.5-2.3x faster forward and 1.4-2.6x
+    forward+backward (LSTM, GRU, RNN, B=16-64, H=256-512, H100). On CPU unrolling made
+    forward+backward 1.2-2x slower, so it stays 1 there (and on other backends).
+    """
+    if unroll is None:
+        return GPU_UNROLL if jax.default_backend() in ("gpu", "cuda", "rocm") else 1
+    if isinstance(unroll, bool):
+        return unroll
+    if not isinstance(unroll, int | np.integer) or unroll < 1:
+        raise ValueError(
+            f"unroll must be a positive int, a bool (True: unroll fully) or None (the backend's "
+            f"default); got {unroll!r}."
+        )
+    return int(unroll)

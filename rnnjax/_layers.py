@@ -156,7 +156,7 @@ def rnn(
     return_sequences: bool = False,
     return_state: bool = False,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     remat: bool = False,
     remat_chunk: int | None = None,
 ) -> Layer:
@@ -183,7 +183,7 @@ def bidirectional(
     merge: str | None = "concat",
     return_sequences: bool = False,
     return_state: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     remat: bool = False,
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left over each valid prefix.
@@ -208,7 +208,7 @@ def stack(
     *,
     return_sequences: bool = False,
     return_state: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     remat: bool = False,
 ) -> Layer:
     """Multi-layer recurrent network: each element of ``layers`` is a cell (one direction) or a

@@ -186,12 +186,15 @@ def test_time_major_batch_path_equals_vmapped_scan(x64, name, lengths, reverse):
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_feature_major_small_batch_path_equals_plain(x64, name):
+def test_feature_major_small_batch_path_equals_plain(x64, name, monkeypatch):
     """At ``H >= 256`` and a small batch the fused loops compute their matmuls transposed
-    (``rnnjax._layout``): values and both modes of derivative still equal plain autodiff."""
+    (``rnnjax._layout``; XLA:CPU only, forced on other backends so the path is tested there too):
+    values and both modes of derivative still equal plain autodiff."""
     from rnnjax import _layout
 
     hidden, batch = 256, 2
+    if jax.default_backend() != "cpu":
+        monkeypatch.setattr(_layout, "use_feature_major", lambda batch, hidden: True)
     assert _layout.use_feature_major(batch, hidden)
     cell = CELLS[name](hidden)
     layer, plain = (

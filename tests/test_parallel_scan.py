@@ -293,3 +293,29 @@ def test_bad_input_errors(kwargs, error, match):
 def test_rejects_non_cell():
     with pytest.raises(TypeError, match="cell must be an rnnjax Cell"):
         parallel_scan(lambda s, x: s, None, jnp.ones((4, INPUT)))
+
+
+def test_newton_runs_its_matmuls_at_full_precision():
+    """Under TF32 (a GPU's float32 default) Newton stalls, so every matmul of the solve, its
+    gradient and the outputs is pinned to HIGHEST, whatever precision the caller set."""
+    import re
+
+    cell = rnnjax.lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((5, 3))
+    for method in ("deer", "quasi_deer"):
+        solve = functools.partial(parallel_scan, cell, method=method)
+        with jax.default_matmul_precision("bfloat16"):
+            forward = str(jax.make_jaxpr(solve)(params, xs))
+            backward = str(
+                jax.make_jaxpr(jax.grad(lambda p, x, solve=solve: jnp.sum(solve(p, x)[1])))(
+                    params, xs
+                )
+            )
+        for text in (forward, backward):
+            found = set(re.findall(r"precision=\(?([A-Za-z.]+)", text))
+            assert found == {"Precision.HIGHEST"}, found
+        # Outside parallel_scan the caller's setting still holds.
+        with jax.default_matmul_precision("bfloat16"):
+            plain = str(jax.make_jaxpr(lambda p, x: rnnjax.scan(cell, p, x))(params, xs))
+        assert "HIGHEST" not in plain

@@ -100,7 +100,9 @@ def test_bptt_gradient_equals_python_loop_gradient():
     )
 
 
-@pytest.mark.parametrize("option", [{"remat": True}, {"unroll": 3}, {"unroll": True}])
+@pytest.mark.parametrize(
+    "option", [{"remat": True}, {"unroll": 3}, {"unroll": True}, {"unroll": 8}, {"unroll": 1}]
+)
 def test_remat_and_unroll_change_nothing(option):
     cell, params, xs = _setup("lstm", steps=9)
 
@@ -320,3 +322,37 @@ def test_remat_chunk_keeps_no_per_step_projection():
     projection_bytes = 2048 * 4 * 32 * 4
     chunked, remat = temp_bytes(remat_chunk=45), temp_bytes(remat=True)
     assert chunked < projection_bytes < remat
+
+
+def test_unroll_default_is_chosen_per_backend(monkeypatch):
+    """``unroll=None`` (the default): 8 steps per iteration on a GPU, 1 elsewhere; the loop
+    really gets it (a spy on ``lax.scan``), in ``rnnjax.scan`` and in the batched layers."""
+    from rnnjax import _checks
+
+    seen = []
+    real_scan = jax.lax.scan
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("unroll"))
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(jax.lax, "scan", spy)
+    cell, params, xs = _setup("lstm", steps=9)
+    layer = rnnjax.rnn(cell, return_sequences=True)
+    for backend, expected in (("gpu", _checks.GPU_UNROLL), ("cuda", 8), ("cpu", 1), ("tpu", 1)):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert _checks.unroll(None) == expected
+        seen.clear()
+        rnnjax.scan(cell, params, xs)
+        layer.apply(params, xs[None])
+        assert seen and set(seen) == {expected}, (backend, seen)
+    assert _checks.GPU_UNROLL == 8
+
+
+@pytest.mark.parametrize("unroll", [0, -2, 2.5, "8"])
+def test_bad_unroll_is_a_clear_error(unroll):
+    cell, params, xs = _setup("gru", steps=4)
+    with pytest.raises(ValueError, match=r"unroll must be a positive int.*got"):
+        rnnjax.scan(cell, params, xs, unroll=unroll)
+    with pytest.raises(ValueError, match=r"unroll must be a positive int"):
+        rnnjax.rnn(cell, unroll=unroll).apply(params, xs[None])

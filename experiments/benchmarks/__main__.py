@@ -175,13 +175,20 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
 
     torch.set_num_threads(_timing.cores())
     results = {"config": config, "device": device, "machine": _timing.machine()}
-    results["gemm"] = _timing.gemm_rate(config["gemm_size"], config["gemm_rounds"], device)
-    results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
-    results["sweeps"] = _sweeps.sweep(config, device)
-    results["memory"] = _sweeps.memory(config)
-    results["parallel"] = _parallel.parallel_rows(config)
+    # A GPU needs a far larger product than a CPU to reach its rate.
+    gemm_size = config["gemm_size"] if device == "cpu" else max(config["gemm_size"], 8192)
+    results["gemm"] = _timing.gemm_rate(gemm_size, config["gemm_rounds"], device)
     out_dir = Path(out_dir)
+    # Each section is saved as soon as it is done, so a run cut short keeps what it measured.
+    results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
+    write_json(out_dir, results, "partial.json")
+    results["sweeps"] = _sweeps.sweep(config, device)
+    write_json(out_dir, results, "partial.json")
+    results["memory"] = _sweeps.memory(config)
+    write_json(out_dir, results, "partial.json")
+    results["parallel"] = _parallel.parallel_rows(config)
     path = write_json(out_dir, results)
+    (out_dir / "partial.json").unlink()
     _write_csv(out_dir / "comparisons.csv", results["comparisons"])
     _write_csv(
         out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows]

@@ -33,8 +33,15 @@ def _machine_line(results: dict) -> str:
 
 
 def _speedup(row, other):
+    """``other``'s time over this row's; ``"torch"`` is PyTorch on either device."""
     value = row.get(f"speedup_vs_{other}")
+    if value is None and other == "torch":
+        value = row.get("speedup_vs_torch_cudnn")
     return f"{value:.2f}x" if value is not None else ""
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
 def comparison_tables(rows: list[dict]) -> list[str]:
@@ -45,6 +52,8 @@ def comparison_tables(rows: list[dict]) -> list[str]:
         lines.append(f"\n**B={shape[0]}, T={shape[1]}, D={shape[2]}, H={shape[3]}** "
                      "(median ms; speedup = other's time / this time)\n")  # fmt: skip
         table = []
+        # On a GPU: a column against cuDNN through jax.experimental.rnn (LSTM only).
+        cudnn = any("speedup_vs_jax_cudnn" in r for r in rows)
         for row in rows:
             if (row["B"], row["T"], row["D"], row["H"]) != shape or row["mode"] != "forward":
                 continue
@@ -55,17 +64,21 @@ def comparison_tables(rows: list[dict]) -> list[str]:
             )  # fmt: skip
             table.append([
                 row["cell"], row["framework"],
-                f"{row['median_ms']:.1f}",
+                _ms(row["median_ms"]),
                 f"{row['gflops']:.3g} ({100 * row['gemm_fraction']:.0f}%)",
                 _speedup(row, "torch"), _speedup(row, "flax"),
-                f"{backward['median_ms']:.1f}",
+                *([_speedup(row, "jax_cudnn")] if cudnn else []),
+                _ms(backward["median_ms"]),
                 f"{backward['gflops']:.3g} ({100 * backward['gemm_fraction']:.0f}%)",
                 _speedup(backward, "torch"), _speedup(backward, "flax"),
+                *([_speedup(backward, "jax_cudnn")] if cudnn else []),
                 _speedup(backward, "rnnjax_plain"),
             ])  # fmt: skip
         header = [
             "cell", "framework", "fwd ms", "fwd GFLOP/s (of GEMM)", "fwd vs torch", "fwd vs flax",
+            *(["fwd vs jax cuDNN"] if cudnn else []),
             "fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd vs torch", "fwd+bwd vs flax",
+            *(["fwd+bwd vs jax cuDNN"] if cudnn else []),
             "fwd+bwd vs plain rnnjax",
         ]  # fmt: skip
         lines.append(markdown_table(header, table))

@@ -196,7 +196,7 @@ def _convert(layer, keras) -> tuple[Any, Any]:
             merge=_MERGE_MODES[layer.merge_mode],
             return_sequences=bool(f_config["return_sequences"]),
             return_state=bool(f_config["return_state"]),
-            unroll=bool(f_config["unroll"]),
+            unroll=True if f_config["unroll"] else None,
         )
         params = BidirectionalParams(
             _cell_params(type(forward).__name__, f_config, _built_weights(forward)),
@@ -216,7 +216,7 @@ def _convert(layer, keras) -> tuple[Any, Any]:
         return_sequences=bool(config["return_sequences"]),
         return_state=bool(config["return_state"]),
         reverse=bool(config["go_backwards"]),
-        unroll=bool(config["unroll"]),
+        unroll=True if config["unroll"] else None,
     )
     return model, _cell_params(kind, config, _built_weights(layer))
 
