@@ -57,6 +57,11 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+_BACKENDS = ("cpu",)
+"""Backends it runs on (XLA:CPU runs the parts' chains on separate threads; a GPU has one
+stream and measured best with the plain loop unrolled, ``rnnjax._checks.unroll``)."""
+
+
 def num_parts(hidden: int) -> int:
     """How many parts ``hidden`` units are split into: the largest ``P`` that divides ``hidden``,
     is at most the cores this process may use (and 8), and leaves at least 32 units per part."""
@@ -76,7 +81,7 @@ def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
         and xs.ndim == 3
         and xs.shape[1] >= smallest_batch
         and hidden >= _MIN_HIDDEN
-        and jax.default_backend() == "cpu"
+        and jax.default_backend() in _BACKENDS
         and num_parts(hidden) > 1
     )
 

@@ -22,6 +22,8 @@ def parts(monkeypatch):
     """Force ``P`` parts and lift the minimum sizes, so small test sizes take the loop."""
 
     def force(count):
+        # Any backend: the loop's numerics are tested on a GPU too (it runs only on CPU).
+        monkeypatch.setattr(_partitioned, "_BACKENDS", (jax.default_backend(),))
         monkeypatch.setattr(_partitioned, "_MIN_BATCH", {"lstm": 1, "gru": 1})
         monkeypatch.setattr(_partitioned, "_MIN_HIDDEN", 1)
         monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
