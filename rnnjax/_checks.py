@@ -66,9 +66,11 @@ def unroll(unroll) -> int | bool:
     """The ``unroll`` to give ``lax.scan``: ``None`` picks the backend's default.
 
     On a GPU every loop iteration is a few kernel launches, and the per-step work of these cells
-    is too small to hide them: unrolling 8 steps ran 1.5-2.3x faster forward and 1.4-2.6x
-    forward+backward (LSTM, GRU, RNN, B=16-64, H=256-512, H100). On CPU unrolling made
-    forward+backward 1.2-2x slower, so it stays 1 there (and on other backends).
+    is too small to hide them: unrolling 8 steps ran 1.6-2.7x faster forward and 1.4-2.6x
+    forward+backward (LSTM, both GRUs, RNN; B=64 T=100 H=256 and B=16 T=1000 H=512; H100; 16 and
+    32 were within +-10% of 8, better for some cells and worse for others). On CPU unrolling
+    made forward+backward slower (``experiments/benchmarks/unroll.py``), so it stays 1 there
+    and on other backends.
     """
     if unroll is None:
         return GPU_UNROLL if jax.default_backend() in ("gpu", "cuda", "rocm") else 1

@@ -301,6 +301,9 @@ def parallel_scan(
     diagonal scans and parallel VJPs (memory ``O(T N)``), falling back to a sequential backward
     sweep if that iteration does not reach ``tol``.
 
+    Its matmuls run at full precision whatever ``jax.default_matmul_precision`` says: Newton
+    stalls on TF32 rounding (a GPU's float32 default), see ``_full_precision``.
+
     Args:
       cell: a :class:`Cell` (``rnnjax.simple_rnn``, ``lstm``, ``gru``, ``min_gru``, ...).
       params: the cell's params.

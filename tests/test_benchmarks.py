@@ -94,3 +94,28 @@ def test_linearity_flags_quadratic_cost():
 def test_gpu_device_errors_clearly_without_a_gpu():
     with pytest.raises(SystemExit, match="--device gpu needs a CUDA GPU"):
         check_device("gpu")
+
+
+def test_unroll_sweep_runs_every_cell_and_unroll(tmp_path):
+    """``experiments.benchmarks.unroll`` at a tiny size: a row per (cell, contender, mode),
+    PyTorch for every cell it has, ratios against the first unroll, the summary renders."""
+    from experiments.benchmarks import unroll
+
+    config = {**unroll.SIZES["tiny"], "size": "tiny", "seed": 0}
+    data = unroll.run(config, tmp_path, "cpu")
+    seen = {(r["cell"], r["contender"], r["mode"]) for r in data["rows"]}
+    contenders = {"unroll=1", "unroll=2"}
+    expected = {
+        (cell, name, mode)
+        for cell in unroll.CELLS
+        for name in contenders | ({"torch"} if cell != "gru_seed" else set())
+        for mode in ("forward", "forward_backward")
+    }
+    assert seen == expected
+    for row in data["rows"]:
+        assert row["median_ms"] > 0 and row["speedup_vs_first"] > 0
+        if row["contender"] == "unroll=1":
+            assert row["speedup_vs_first"] == pytest.approx(1.0)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| gru_seed | unroll=2 |" in summary and "| lstm | torch |" in summary
+    assert json.loads((tmp_path / "results.json").read_text())["device"] == "cpu"

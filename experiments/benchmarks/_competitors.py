@@ -58,10 +58,14 @@ def rnnjax_cell(cell: str, hidden: int, *, plain: bool = False) -> rnnjax.Cell:
     return core
 
 
-def rnnjax_runner(cell, x, hidden, *, plain=False, remat=False) -> Runner:
-    """``rnnjax.rnn(cell, return_sequences=True)`` applied to the batch, jitted."""
-    core = rnnjax_cell(cell, hidden, plain=plain)
-    layer = rnnjax.rnn(core, return_sequences=True, remat=remat)
+def rnnjax_runner(cell, x, hidden, *, plain=False, remat=False, unroll=None) -> Runner:
+    """``rnnjax.rnn(cell, return_sequences=True)`` applied to the batch, jitted (``cell``:
+    a name of ``rnnjax_cell``, or ``"gru_seed"`` for ``rnnjax.gru``'s default seed form)."""
+    if cell == "gru_seed":
+        core = rnnjax.gru(hidden)
+    else:
+        core = rnnjax_cell(cell, hidden, plain=plain)
+    layer = rnnjax.rnn(core, return_sequences=True, remat=remat, unroll=unroll)
     params = layer.init(jax.random.key(0), x.shape[1:])
     return _jax_runner(layer.apply, params, jnp.asarray(x))
 
