@@ -73,8 +73,9 @@ def scan(
         ``[0, T]``; concrete values are checked.
       reverse: run from the last valid step to the first; ``ys[t]`` stays aligned with ``xs[t]``.
         With ``length``, only the valid prefix is reversed (padding does not delay the start).
-      unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` picks the backend's
-        measured best: 8 on a GPU (kernel launches dominate a step there), 1 on CPU.
+      unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` picks the measured best
+        for ``jax.default_backend()`` when traced: 8 on a GPU (kernel launches dominate a step
+        there), 1 on CPU and elsewhere. Pass an int to choose it yourself.
       remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
         the gates, trading compute for memory.
       remat_chunk: checkpoint the loop in chunks of this many steps: BPTT keeps one carry per
