@@ -67,15 +67,16 @@ def unroll(unroll) -> int | bool:
 
     On a GPU every loop iteration is a few kernel launches, and the per-step work of these cells
     is too small to hide them: unrolling 8 steps ran 1.6-2.7x faster forward and 1.4-2.6x
-    forward+backward (LSTM, both GRUs, RNN; B=64 T=100 H=256 and B=16 T=1000 H=512; H100; 16 and
-    32 were within +-10% of 8, better for some cells and worse for others). On CPU unrolling
-    made forward+backward slower (``experiments/benchmarks/unroll.py``), so it stays 1 there
+    forward+backward (LSTM, both GRUs, RNN; B=64 T=100 H=256 and B=16 T=1000 H=512; H100). Other
+    values ranged from 13% faster to 31% slower than 8 depending on cell, shape and mode, none
+    ahead everywhere (``experiments/results/benchmarks_unroll/gpu``). On CPU unrolling made
+    forward+backward slower (``python -m experiments.benchmarks.unroll``), so it stays 1 there
     and on other backends.
     """
     if unroll is None:
         return GPU_UNROLL if jax.default_backend() in ("gpu", "cuda", "rocm") else 1
-    if isinstance(unroll, bool):
-        return unroll
+    if isinstance(unroll, bool | np.bool_):
+        return bool(unroll)
     if not isinstance(unroll, int | np.integer) or unroll < 1:
         raise ValueError(
             f"unroll must be a positive int, a bool (True: unroll fully) or None (the backend's "

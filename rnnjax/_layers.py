@@ -94,6 +94,7 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
     (ys, last, final_state)``; ``last`` merges the final hidden state of every direction.
     """
     cells = tuple(_check_cell(cell) for cell in cells)
+    _checks.unroll(unroll)  # a bad value fails when the layer is built; None is decided per trace
     bidirectional_ = len(cells) == 2
 
     def init(key, input_shape):

@@ -58,8 +58,9 @@ def _cores() -> int:
 
 
 _BACKENDS = ("cpu",)
-"""Backends it runs on (XLA:CPU runs the parts' chains on separate threads; a GPU has one
-stream and measured best with the plain loop unrolled, ``rnnjax._checks.unroll``)."""
+"""Backends it runs on: XLA:CPU runs the parts' chains on separate threads. Not measured on a
+GPU, whose one stream would run them one after another (it runs the fused loop unrolled,
+``rnnjax._checks.unroll``)."""
 
 
 def num_parts(hidden: int) -> int:

@@ -354,5 +354,18 @@ def test_bad_unroll_is_a_clear_error(unroll):
     cell, params, xs = _setup("gru", steps=4)
     with pytest.raises(ValueError, match=r"unroll must be a positive int.*got"):
         rnnjax.scan(cell, params, xs, unroll=unroll)
-    with pytest.raises(ValueError, match=r"unroll must be a positive int"):
-        rnnjax.rnn(cell, unroll=unroll).apply(params, xs[None])
+    # Layers fail when built, before any data.
+    for build in (
+        lambda: rnnjax.rnn(cell, unroll=unroll),
+        lambda: rnnjax.bidirectional(cell, cell, unroll=unroll),
+        lambda: rnnjax.stack([cell, cell], unroll=unroll),
+    ):
+        with pytest.raises(ValueError, match=r"unroll must be a positive int"):
+            build()
+
+
+def test_unroll_accepts_numpy_ints_and_bools():
+    from rnnjax import _checks
+
+    assert _checks.unroll(np.int64(4)) == 4 and type(_checks.unroll(np.int64(4))) is int
+    assert _checks.unroll(np.bool_(True)) is True and _checks.unroll(False) is False

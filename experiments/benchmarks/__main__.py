@@ -27,6 +27,8 @@ logger = logging.getLogger("experiments.benchmarks")
 
 PAPER_SHAPES = [{"B": 64, "T": 100, "D": 32, "H": 256}, {"B": 16, "T": 1000, "D": 64, "H": 512}]
 CELLS = ["lstm", "gru", "simple_rnn"]
+PARTIAL = "results.partial.json"
+"""Written after each section and removed once ``results.json`` is complete (git-ignored)."""
 
 SIZES = {
     "tiny": {  # the smoke test's size (tests/test_benchmarks.py)
@@ -181,14 +183,14 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
     out_dir = Path(out_dir)
     # Each section is saved as soon as it is done, so a run cut short keeps what it measured.
     results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
-    write_json(out_dir, results, "partial.json")
+    write_json(out_dir, results, PARTIAL)
     results["sweeps"] = _sweeps.sweep(config, device)
-    write_json(out_dir, results, "partial.json")
+    write_json(out_dir, results, PARTIAL)
     results["memory"] = _sweeps.memory(config)
-    write_json(out_dir, results, "partial.json")
+    write_json(out_dir, results, PARTIAL)
     results["parallel"] = _parallel.parallel_rows(config)
     path = write_json(out_dir, results)
-    (out_dir / "partial.json").unlink()
+    (out_dir / PARTIAL).unlink()
     _write_csv(out_dir / "comparisons.csv", results["comparisons"])
     _write_csv(
         out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows]

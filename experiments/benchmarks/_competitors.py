@@ -49,9 +49,15 @@ def _jax_runner(apply, params, x) -> Runner:
 
 
 def rnnjax_cell(cell: str, hidden: int, *, plain: bool = False) -> rnnjax.Cell:
-    """The rnnjax cell as a user builds it; ``plain`` wraps ``recur`` so ``rnnjax.scan`` takes
+    """The rnnjax cell as a user builds it (``"gru"`` is the reset-after GRU, PyTorch's form;
+    ``"gru_seed"`` ``rnnjax.gru``'s default); ``plain`` wraps ``recur`` so ``rnnjax.scan`` takes
     the step-by-step autodiff path instead of ``rnnjax._fused`` (the ablation of the fast path)."""
-    core = rnnjax.gru(hidden, reset_after=True) if cell == "gru" else getattr(rnnjax, cell)(hidden)
+    if cell == "gru":
+        core = rnnjax.gru(hidden, reset_after=True)
+    elif cell == "gru_seed":
+        core = rnnjax.gru(hidden)
+    else:
+        core = getattr(rnnjax, cell)(hidden)
     if plain:
         recur = core.recur
         core = core._replace(recur=lambda params, state, projected: recur(params, state, projected))
@@ -59,12 +65,9 @@ def rnnjax_cell(cell: str, hidden: int, *, plain: bool = False) -> rnnjax.Cell:
 
 
 def rnnjax_runner(cell, x, hidden, *, plain=False, remat=False, unroll=None) -> Runner:
-    """``rnnjax.rnn(cell, return_sequences=True)`` applied to the batch, jitted (``cell``:
-    a name of ``rnnjax_cell``, or ``"gru_seed"`` for ``rnnjax.gru``'s default seed form)."""
-    if cell == "gru_seed":
-        core = rnnjax.gru(hidden)
-    else:
-        core = rnnjax_cell(cell, hidden, plain=plain)
+    """``rnnjax.rnn(cell, return_sequences=True)`` applied to the batch, jitted (``cell``: a
+    name of ``rnnjax_cell``)."""
+    core = rnnjax_cell(cell, hidden, plain=plain)
     layer = rnnjax.rnn(core, return_sequences=True, remat=remat, unroll=unroll)
     params = layer.init(jax.random.key(0), x.shape[1:])
     return _jax_runner(layer.apply, params, jnp.asarray(x))
