@@ -104,12 +104,7 @@ def compare(config: dict, device: str, gemm_gflops: float) -> list[dict]:
                 runner = _competitors.build(name, cell, x, shape["H"], device)
                 if runner is not None:
                     runners[name] = runner
-            calls = {
-                (name, mode): getattr(runner, mode)
-                for name, runner in runners.items()
-                for mode in ("forward", "forward_backward")
-            }
-            times = _timing.interleaved(calls, config["rounds"])
+            times = _competitors.time_runners(runners, config["rounds"])
             for (name, mode), stats in times.items():
                 work = _timing.flops(cell, shape["B"], shape["T"], shape["D"], shape["H"], mode)
                 gflops = work / (1e-3 * stats["median_ms"]) / 1e9
@@ -170,13 +165,29 @@ def _plot(sweeps: dict, out_dir: Path) -> None:
     save_figure(fig, out_dir, "sweeps.png")
 
 
-def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
-    """Run the benchmark of ``config`` on ``device`` and write its files to ``out_dir``."""
+def start(config: dict, device: str) -> dict:
+    """Check ``device``, give PyTorch as many threads as JAX has cores, and return the results'
+    header: ``{"config", "device", "machine"}``."""
     check_device(device)
     import torch
 
     torch.set_num_threads(_timing.cores())
-    results = {"config": config, "device": device, "machine": _timing.machine()}
+    return {"config": config, "device": device, "machine": _timing.machine()}
+
+
+def parse_device_args(name: str, description: str, argv=None):
+    """``parse_args`` of ``experiments._common`` plus ``--device cpu|gpu``."""
+    return parse_args(
+        name,
+        description,
+        argv,
+        extra=lambda parser: parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu"),
+    )
+
+
+def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
+    """Run the benchmark of ``config`` on ``device`` and write its files to ``out_dir``."""
+    results = start(config, device)
     # A GPU needs a far larger product than a CPU to reach its rate.
     gemm_size = config["gemm_size"] if device == "cpu" else max(config["gemm_size"], 8192)
     results["gemm"] = _timing.gemm_rate(gemm_size, config["gemm_rounds"], device)
@@ -204,12 +215,7 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
 
 
 def main(argv=None):
-    args = parse_args(
-        "benchmarks",
-        __doc__,
-        argv,
-        extra=lambda parser: parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu"),
-    )
+    args = parse_device_args("benchmarks", __doc__, argv)
     run(pick_size(SIZES, args), args.out, args.device)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 import rnnjax
+from experiments.benchmarks import _timing
 
 CPU_FRAMEWORKS = ("rnnjax", "rnnjax_plain", "torch", "flax", "equinox")
 GPU_FRAMEWORKS = ("rnnjax", "torch_cudnn", "flax", "jax_cudnn")
@@ -29,6 +30,17 @@ class Runner(NamedTuple):
     forward: Callable[[], object]
     forward_backward: Callable[[], object]
     compile_s: dict
+
+
+def time_runners(runners: dict[str, Runner], rounds: int) -> dict[tuple[str, str], dict]:
+    """Every runner's forward and forward+backward, interleaved (``_timing.interleaved``):
+    ``{(name, "forward" | "forward_backward"): stats}``."""
+    calls = {
+        (name, mode): getattr(runner, mode)
+        for name, runner in runners.items()
+        for mode in ("forward", "forward_backward")
+    }
+    return _timing.interleaved(calls, rounds)
 
 
 def _compiled(function, *args):

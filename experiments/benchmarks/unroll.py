@@ -17,14 +17,13 @@ import numpy as np
 from experiments._common import (
     RESULTS,
     markdown_table,
-    parse_args,
     pick_size,
     progress,
     write_json,
     write_summary,
 )
-from experiments.benchmarks import _competitors, _timing
-from experiments.benchmarks.__main__ import PAPER_SHAPES, check_device
+from experiments.benchmarks import _competitors
+from experiments.benchmarks.__main__ import PAPER_SHAPES, parse_device_args, start
 
 logger = logging.getLogger("experiments.benchmarks.unroll")
 
@@ -57,12 +56,7 @@ def unroll_rows(config: dict, device: str) -> list[dict]:
             }
             if cell != "gru_seed":  # PyTorch has only the reset-after GRU
                 runners["torch"] = _competitors.torch_runner(cell, x, shape["H"], device=device)
-            calls = {
-                (name, mode): getattr(runner, mode)
-                for name, runner in runners.items()
-                for mode in ("forward", "forward_backward")
-            }
-            times = _timing.interleaved(calls, config["rounds"])
+            times = _competitors.time_runners(runners, config["rounds"])
             for (name, mode), stats in times.items():
                 base = times[(f"unroll={config['unrolls'][0]}", mode)]["median_ms"]
                 rows.append({
@@ -109,11 +103,7 @@ def markdown(results: dict) -> str:
 
 def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
     """Run the sweep of ``config`` on ``device``; write ``results.json`` and ``summary.md``."""
-    check_device(device)
-    import torch
-
-    torch.set_num_threads(_timing.cores())
-    results = {"config": config, "device": device, "machine": _timing.machine()}
+    results = start(config, device)
     results["rows"] = unroll_rows(config, device)
     path = write_json(out_dir, results)
     write_summary(out_dir, f"unroll sweep ({device})", markdown(results))
@@ -122,12 +112,7 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
 
 
 def main(argv=None):
-    args = parse_args(
-        "benchmarks_unroll",
-        __doc__,
-        argv,
-        extra=lambda parser: parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu"),
-    )
+    args = parse_device_args("benchmarks_unroll", __doc__, argv)
     out = args.out
     if out == RESULTS / "benchmarks_unroll":
         out = out / args.device
