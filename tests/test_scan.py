@@ -101,7 +101,7 @@ def test_bptt_gradient_equals_python_loop_gradient():
 
 
 @pytest.mark.parametrize(
-    "option", [{"remat": True}, {"unroll": 3}, {"unroll": True}, {"unroll": 8}, {"unroll": 1}]
+    "option", [{"remat": True}, {"unroll": 3}, {"unroll": True}, {"unroll": 8}]
 )
 def test_remat_and_unroll_change_nothing(option):
     cell, params, xs = _setup("lstm", steps=9)
