@@ -4,6 +4,8 @@ competitor ran, the report renders. No timing assertions (the machine is shared)
 import json
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments.benchmarks import _competitors, _sweeps, report
@@ -123,3 +125,41 @@ def test_unroll_sweep_runs_every_cell_and_unroll(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| gru_seed | unroll=2 |" in summary and "| lstm | torch |" in summary
     assert json.loads((tmp_path / "results.json").read_text())["device"] == "cpu"
+
+
+def test_profile_counts_matmul_flops_from_compiled_hlo():
+    """``hlo_matmul_flops`` against hand counts: one dot, and rnnjax's LSTM gradient, whose
+    loops run ``h W_h``, ``x W_x`` and ``ct W_h^T`` every step and whose weight gradient is one
+    ``[D+H, T*B] x [T*B, 4H]`` product."""
+    from experiments.benchmarks import profile
+
+    compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 32))).compile()
+    assert sorted(set(profile.hlo_matmul_flops(compiled.as_text()).values())) == [2 * 8 * 16 * 32]
+
+    batch, steps, inputs, hidden = 2, 5, 3, 4
+    call, hlo = profile._rnnjax_gradient(
+        "lstm", np.ones((batch, steps, inputs), np.float32), hidden
+    )
+    flops = profile.hlo_matmul_flops(hlo)
+    ops = profile.xla_op_times(call, profile.hlo_instructions(hlo), runs=2)
+    groups = profile.group_ops(ops, flops, steps)
+    per_step = 2 * batch * 4 * hidden * (hidden + inputs + hidden)
+    assert groups["recurrent matmuls"]["gflop"] * 1e9 == pytest.approx(steps * per_step)
+    weight = 2 * (inputs + hidden) * steps * batch * 4 * hidden
+    assert groups["other matmuls"]["gflop"] * 1e9 == pytest.approx(weight)
+    assert all(op["ms"] > 0 and op["calls"] > 0 for op in ops.values())
+
+
+@pytest.mark.slow  # two cells, PyTorch and two traces (~15 s)
+def test_profile_runs_and_reports_both_frameworks(tmp_path):
+    from experiments.benchmarks import profile
+
+    config = {**profile.SIZES["tiny"], "size": "tiny", "seed": 0}
+    data = profile.run(config, tmp_path)
+    assert [entry["cell"] for entry in data["profiles"]] == ["lstm", "gru"]
+    for entry in data["profiles"]:
+        assert entry["wall_ms"]["rnnjax"] > 0 and entry["wall_ms"]["torch"] > 0
+        assert entry["rnnjax_groups"]["recurrent matmuls"]["ops"] >= 2
+        assert entry["torch_ops"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| recurrent matmuls |" in summary and "costliest PyTorch ops" in summary
