@@ -7,4 +7,8 @@
 * ``_parallel``: parallel-in-time rows (DEER, quasi-DEER, ``parallel_minimal_scan``) against
   ``rnnjax.scan``.
 * ``report``: the README section as markdown, ``python -m experiments.benchmarks.report``.
+* ``unroll``: the ``unroll`` sweep behind ``rnnjax.scan``'s default,
+  ``python -m experiments.benchmarks.unroll``.
+* ``profile``: where one forward+backward spends its time, rnnjax's XLA ops beside PyTorch's,
+  ``python -m experiments.benchmarks.profile``.
 """
