@@ -86,7 +86,7 @@ def _as_sequence(item, index: int, input_size: int, length) -> tuple[np.ndarray 
         array = np.asarray(item)
     except ValueError as error:  # ragged nested lists
         return None, f"sequence {index} is not a rectangular [length, {input_size}] array ({error})"
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind not in "biuf" and not jnp.issubdtype(array.dtype, jnp.floating):
         return None, f"sequence {index} must be real numbers; got dtype {array.dtype}"
     if array.ndim != 2 or array.shape[1] != input_size:
         return None, (
@@ -108,9 +108,10 @@ class InferenceEngine:
     engine serves a stream of requests without recompiling for lengths it has seen a bucket of.
 
     Args:
-      cell: an rnnjax :class:`Cell` (``simple_rnn``, ``lstm`` or ``gru``).
-      params: its params (``cell.init``, ``rnnjax.interop``); their ``w_h`` dtype is the compute
-        dtype, and inputs (int or float) are cast to it.
+      cell: an rnnjax :class:`Cell` (``simple_rnn``, ``lstm``, ``gru``, or any other cell
+        with a ``w_x`` input kernel, such as ``min_gru``).
+      params: its params (``cell.init``, ``rnnjax.interop``); their common (promoted) dtype is
+        the compute dtype, and inputs (int or float, bfloat16 included) are cast to it.
       length_buckets: increasing bucket lengths; a sequence is padded to the first bucket that
         holds it, and one longer than the last is rejected (``ok=False``). ``None``: powers of two
         from ``min_length_bucket`` up, unbounded.
@@ -141,13 +142,13 @@ class InferenceEngine:
         devices: Sequence[jax.Device] | None = None,
     ):
         self.cell = _check_cell(cell)
-        if not all(hasattr(params, field) for field in ("w_x", "w_h")):
+        if not hasattr(params, "w_x"):
             raise TypeError(
                 f"params must be the params of {cell.name}(hidden_size={cell.hidden_size}) "
                 f"(from cell.init or rnnjax.interop); got {type(params).__name__}."
             )
         self.input_size = int(params.w_x.shape[0])
-        self.dtype = np.dtype(params.w_h.dtype)
+        self.dtype = np.dtype(jnp.result_type(*jax.tree_util.tree_leaves(params)))
         # One probe step checks the params against the cell with the cell's own messages.
         self._state_type = type(cell.initial_state((), self.dtype))
         cell.step(

@@ -60,7 +60,7 @@ def _prepare(cell, params, xs, initial_state):
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
     if initial_state is None:
-        dtype = jnp.promote_types(xs.dtype, params.w_h.dtype)
+        dtype = jnp.result_type(xs.dtype, *jax.tree_util.tree_leaves(params))
         initial_state = cell.initial_state((), dtype=dtype)
     return xs, initial_state
 

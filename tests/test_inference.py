@@ -190,6 +190,29 @@ def test_empty_batches_and_zero_lengths_compile_nothing():
     assert engine.stats.compilations == 0
 
 
+def test_bfloat16_params_and_inputs_run_in_bfloat16():
+    """ml_dtypes' bfloat16 is a float (NumPy's dtype kind says 'V'): accepted, computed in it."""
+    cell = rnnjax.lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 3)))
+    engine = InferenceEngine(cell, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))
+    result = engine.run([x.astype(jnp.bfloat16)])
+    assert result.ok.all() and result.final_state.h.dtype == jnp.bfloat16
+    reference = InferenceEngine(cell, params).run([x]).final_state.h
+    np.testing.assert_allclose(np.float32(result.final_state.h), reference, atol=3e-2)
+
+
+def test_cells_without_a_recurrent_kernel_are_served():
+    cell = rnnjax.min_gru(4)
+    params = cell.init(jax.random.key(0), 2)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (6, 2)))
+    result = InferenceEngine(cell, params).run([x], return_outputs=True)
+    final, ys = rnnjax.scan(cell, params, jnp.asarray(x))
+    assert result.ok.all()
+    assert_close(result.final_state.h[0], final.h)
+    assert_close(result.outputs[0], ys)
+
+
 def test_integer_inputs_are_cast_to_the_params_dtype():
     cell = rnnjax.simple_rnn(4)
     engine = InferenceEngine(cell, cell.init(jax.random.key(0), 2))

@@ -89,6 +89,17 @@ def test_float64_matches_torch_double(config, x64):
     _assert_tree_close(actual, _np(expected), "float64", scale=100.0)
 
 
+def test_bfloat16_module_converts_exactly():
+    """``Tensor.numpy`` refuses bfloat16; the weights arrive in bfloat16, bit for bit (the bias,
+    ``b_ih + b_hh``, rounded once to bfloat16)."""
+    module = torch.nn.LSTM(3, 4, num_layers=2).to(torch.bfloat16)
+    _, params = interop.from_torch(module)
+    _, expected = interop.from_torch(module.float())  # bfloat16 -> float32 is exact
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.float32(got), np.float32(want.astype(jnp.bfloat16)))
+
+
 @pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3], CONFIGS[6]], ids=["rnn", "lstm", "gru"])
 def test_lengths_match_pack_padded_sequence(config):
     module, x, _, lengths = _case(config, seed=11)

@@ -84,8 +84,10 @@ def test_rnn_step_jacobians_closed_form_equals_autodiff_and_numpy(x64):
         rnnjax.lstm(H, forget_bias=0.0),
         rnnjax.gru(H),
         rnnjax.gru(H, reset_after=True),
+        rnnjax.min_gru(H),  # no w_h: the default state dtype comes from all the params
+        rnnjax.min_lstm(H),
     ],
-    ids=["lstm", "lstm_fb0", "gru", "gru_reset_after"],
+    ids=["lstm", "lstm_fb0", "gru", "gru_reset_after", "min_gru", "min_lstm"],
 )
 def test_gated_state_jacobians_equal_loop_jacobians(x64, cell):
     params, xs = _setup(cell, seed=5)

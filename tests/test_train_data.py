@@ -42,6 +42,7 @@ def test_bucket_by_length_covers_every_sequence_once():
     assert all(np.array_equal(a.indices, b.indices) for a, b in zip(batches, again, strict=True))
     full = list(train.bucket_by_length(sequences, 8, boundaries=[10, 20, 30], drop_remainder=True))
     assert all(len(b.indices) == 8 for b in full)
+    assert list(train.bucket_by_length([], 8)) == []
 
 
 def test_bucket_errors():

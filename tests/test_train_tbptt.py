@@ -44,6 +44,10 @@ def test_time_chunks_and_errors():
         train.time_chunks(x, 4)
     with pytest.raises(ValueError, match="chunk_length must be a positive int; got 0"):
         train.time_chunks(x, 0)
+    # Negative axes count from the end, as in NumPy.
+    np.testing.assert_array_equal(train.time_chunks(x, 3, axis=-1), chunks)
+    with pytest.raises(ValueError, match=r"axis=2 is out of range for an array of shape \(2, 6\)"):
+        train.time_chunks(x, 3, axis=2)
 
 
 def test_forward_equals_full_bptt(x64):

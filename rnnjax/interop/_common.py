@@ -37,9 +37,13 @@ def spec_of(model: Any, spec_type: type) -> Any:
 
 
 def to_numpy(x) -> np.ndarray:
-    """A NumPy copy of a JAX array, NumPy array or (detached, CPU) torch tensor."""
+    """A NumPy copy of a JAX array, NumPy array or (detached, CPU) torch tensor; a bfloat16
+    tensor (which ``Tensor.numpy`` refuses) goes through float32, exactly, back to bfloat16."""
     if hasattr(x, "detach"):
-        return x.detach().cpu().numpy().copy()
+        tensor = x.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            return tensor.float().numpy().astype(jnp.bfloat16)
+        return tensor.numpy().copy()
     return np.array(x)
 
 

@@ -90,7 +90,7 @@ def bucket_by_length(
       drop_remainder: drop each bucket's last incomplete batch (static batch shapes).
 
     Yields:
-      :class:`Bucket` batches.
+      :class:`Bucket` batches (none for no sequences).
 
     >>> for x, lengths, _ in rnnjax.train.bucket_by_length(seqs, 32, boundaries=[16, 64], seed=0):
     ...     ...
@@ -98,6 +98,8 @@ def bucket_by_length(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     lengths = np.array([np.shape(s)[0] for s in sequences], np.int64)
+    if not len(lengths):
+        return
     bounds = [int(lengths.max())] if boundaries is None else [int(b) for b in boundaries]
     if not bounds or any(b < 1 for b in bounds) or any(np.diff(bounds) <= 0):
         raise ValueError(f"boundaries must be positive and increasing; got {boundaries!r}.")

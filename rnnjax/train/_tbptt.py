@@ -35,13 +35,13 @@ def time_chunks(tree: Any, chunk_length: int, *, axis: int = 1) -> Any:
     Args:
       tree: arrays ``[B, T, ...]`` (any pytree, e.g. ``(inputs, targets)``).
       chunk_length: ``k``; must divide ``T``.
-      axis: the time axis.
+      axis: the time axis (negative counts from the end, as in NumPy).
 
     Returns:
       The same pytree with arrays ``[T // k, B, k, ...]``.
 
     Raises:
-      ValueError: ``k`` is not positive or does not divide ``T``.
+      ValueError: ``k`` is not positive or does not divide ``T``, or an array has no ``axis``.
 
     >>> chunks = rnnjax.train.time_chunks((x, y), 50)   # x [B, 1000, D] -> [20, B, 50, D]
     """
@@ -49,15 +49,20 @@ def time_chunks(tree: Any, chunk_length: int, *, axis: int = 1) -> Any:
         raise ValueError(f"chunk_length must be a positive int; got {chunk_length!r}.")
 
     def cut(x):
-        length = x.shape[axis]
+        if not -x.ndim <= axis < x.ndim:
+            raise ValueError(
+                f"axis={axis} is out of range for an array of shape {tuple(x.shape)} in tree."
+            )
+        time = axis % x.ndim
+        length = x.shape[time]
         if length % chunk_length:
             raise ValueError(
                 f"chunk_length={chunk_length} must divide the time axis {axis} of length "
                 f"{length} (array shape {tuple(x.shape)}); pad or trim the sequence first."
             )
         num = length // chunk_length
-        shape = x.shape[:axis] + (num, chunk_length) + x.shape[axis + 1 :]
-        return jnp.moveaxis(jnp.reshape(x, shape), axis, 0)
+        shape = x.shape[:time] + (num, chunk_length) + x.shape[time + 1 :]
+        return jnp.moveaxis(jnp.reshape(x, shape), time, 0)
 
     return jax.tree_util.tree_map(cut, tree)
 
