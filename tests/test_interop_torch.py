@@ -215,6 +215,13 @@ def test_errors():
         ValueError, match=r"initial_state h_0 must have shape \(2, 5, 4\).*got \(1, 5, 4\)"
     ):
         jax.jit(model.apply)(params, jnp.ones((6, 5, 3)), initial_state=(jnp.zeros((1, 5, 4)),) * 2)
+    # One array where torch's LSTM takes the pair (h_0, c_0); a tuple of one.
+    with pytest.raises(
+        ValueError, match=r"the pair \(h_0, c_0\), each of shape \(2, 5, 4\).*got .* \(2, 5, 4\)"
+    ):
+        model.apply(params, jnp.ones((6, 5, 3)), initial_state=jnp.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"the pair \(h_0, c_0\).*got a tuple of length 1"):
+        model.apply(params, jnp.ones((6, 5, 3)), initial_state=(jnp.zeros((2, 5, 4)),))
     with pytest.raises(
         ValueError, match=r"x must have shape \(T, B, input_size\).*got shape \(5,\)"
     ):

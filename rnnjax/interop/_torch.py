@@ -96,9 +96,19 @@ def torch_layout(spec: TorchSpec) -> ConvertedLayer:
     layout = "(B, T, input_size)" if spec.batch_first else "(T, B, input_size)"
 
     def initial_states(initial_state, batch: int | None):
-        parts = tuple(initial_state) if is_lstm else (initial_state,)
         expected = (spec.num_layers * dirs,) + (() if batch is None else (batch,))
         expected += (spec.hidden_size,)
+        if is_lstm and not (isinstance(initial_state, tuple | list) and len(initial_state) == 2):
+            given = (
+                f"a {type(initial_state).__name__} of length {len(initial_state)}"
+                if isinstance(initial_state, tuple | list)
+                else f"{type(initial_state).__name__} of shape {tuple(np.shape(initial_state))}"
+            )
+            raise ValueError(
+                f"initial_state of an LSTM must be the pair (h_0, c_0), each of shape {expected}, "
+                f"as torch takes it; got {given}."
+            )
+        parts = tuple(initial_state) if is_lstm else (initial_state,)
         leaves = []
         for name, part in zip(("h_0", "c_0"), parts, strict=False):
             part = _checks.floating_array(part, f"initial_state {name}")
