@@ -224,6 +224,7 @@ def _make_cell(
                 f"params must be {params_type.__name__} (from {name}(...).init) for {label}; "
                 f"got {type(params).__name__}."
             )
+        _checks.floating_params(params, label)
         expected = {"w_h": (hidden, fused), "b": (fused,)}
         if params_type is GRUParams and config["reset_after"]:
             expected["b_hn"] = (hidden,)

@@ -20,6 +20,17 @@ def floating_array(x, name: str) -> jax.Array:
     return x
 
 
+def floating_params(params, label: str) -> None:
+    """Raise ``TypeError`` unless every array field of the params NamedTuple is floating point
+    (integer weights would be promoted silently and give a cell nobody asked for)."""
+    for field, value in zip(params._fields, params, strict=True):
+        if value is not None and not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+            raise TypeError(
+                f"params.{field} of {label} must have a floating-point dtype (float32, float64, "
+                f"bfloat16, float16); got dtype {jnp.result_type(value)}."
+            )
+
+
 def rank(x: jax.Array, expected: int, name: str, layout: str) -> None:
     """Raise ``ValueError`` unless ``x.ndim == expected``; ``layout`` spells the expected shape."""
     if x.ndim != expected:

@@ -204,6 +204,13 @@ class TestBadInput:
         with pytest.raises(TypeError, match="params must be LSTMParams.*got GRUParams"):
             self.cell.step(gru_params, self.state, jnp.ones(3))
 
+    def test_integer_params(self):
+        params = self.params._replace(w_h=self.params.w_h.astype(jnp.int32))
+        with pytest.raises(TypeError, match=r"params.w_h of lstm\(hidden_size=4\) must have a "):
+            self.cell.step(params, self.state, jnp.ones(3))
+        with pytest.raises(TypeError, match="params.w_h .* floating-point dtype .*got dtype int32"):
+            jax.jit(lambda p, xs: rnnjax.scan(self.cell, p, xs))(params, jnp.ones((5, 3)))
+
     def test_params_of_another_hidden_size(self):
         other = rnnjax.lstm(8).init(jax.random.key(0), 3)
         with pytest.raises(

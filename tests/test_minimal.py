@@ -203,6 +203,8 @@ def test_bad_inputs():
         parallel_minimal_scan(cell, min_lstm(HIDDEN).init(jax.random.key(0), INPUT), xs)
     with pytest.raises(ValueError, match=r"expected w_x \(input_size, 12\) .* got w_x \(3, 10\)"):
         parallel_minimal_scan(cell, params._replace(w_x=jnp.ones((INPUT, 10))), xs)
+    with pytest.raises(TypeError, match=r"params.b of min_gru\(hidden_size=6\) .* got dtype int32"):
+        parallel_minimal_scan(cell, params._replace(b=params.b.astype(jnp.int32)), xs)
     with pytest.raises(ValueError, match=r"xs must have rank 2 .* got shape \(5,\)"):
         parallel_minimal_scan(cell, params, jnp.ones(5))
     with pytest.raises(ValueError, match=r"x must have shape \(..., input_size=3\)"):
