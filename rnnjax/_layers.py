@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import _checks
 from rnnjax import _initializers as inits
@@ -27,12 +28,13 @@ class Layer(NamedTuple):
       init: ``init(key, input_shape) -> params``; ``input_shape`` excludes the batch axis,
         e.g. ``(T, D)``.
       apply: ``apply(params, x, lengths=None, **options) -> y`` with ``x [B, ...]``.
-      output_shape: ``output_shape(input_shape) -> shape`` of one example's output.
+      output_shape: ``output_shape(input_shape) -> shape`` of one example's output; a pair of
+        shapes for a layer that returns a pair (``bidirectional(..., merge=None)``).
     """
 
     init: Callable[..., Any]
     apply: Callable[..., Any]
-    output_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    output_shape: Callable[[tuple[int, ...]], Any]
 
 
 class BidirectionalParams(NamedTuple):
@@ -49,8 +51,66 @@ class DenseParams(NamedTuple):
     b: jax.Array | None
 
 
+def _is_pair_of_arrays(x) -> bool:
+    return isinstance(x, tuple | list) and bool(x) and all(hasattr(a, "shape") for a in x)
+
+
+def _check_one_array(x, name: str, layout: str) -> jax.Array:
+    """Reject a tuple of arrays, which ``jnp.asarray`` would silently stack into one array."""
+    if _is_pair_of_arrays(x):
+        raise TypeError(
+            f"{name} must be one array {layout}; got a {type(x).__name__} of {len(x)} arrays with "
+            f"shapes {tuple(tuple(a.shape) for a in x)}. bidirectional(..., merge=None) returns "
+            f"such a (forward, backward) pair: give it merge='concat', 'sum', 'mean' or 'mul'."
+        )
+    return _checks.floating_array(x, name)
+
+
+def _check_input_shape(input_shape) -> int:
+    """The feature size ``input_shape[-1]`` (other dims, such as ``T``, may be ``None``)."""
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else ()
+    if not shape or not isinstance(shape[-1], int | np.integer):
+        raise ValueError(
+            f"input_shape must be one example's shape, a tuple such as (T, input_size) ending in "
+            f"the feature size; got {input_shape!r}. A pair of shapes is the output_shape of "
+            f"bidirectional(..., merge=None), whose output is a (forward, backward) pair: give it "
+            f"merge='concat', 'sum', 'mean' or 'mul' to feed this layer."
+        )
+    return int(shape[-1])
+
+
+def _is_sequence(value) -> bool:
+    """A tuple or list, but not a NamedTuple such as a cell state (``LSTMState(h, c)``)."""
+    return isinstance(value, list) or (isinstance(value, tuple) and not hasattr(value, "_fields"))
+
+
+def _describe(value) -> str:
+    if _is_sequence(value):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"{type(value).__name__}"
+
+
+def _check_batched_state(cell: Cell, initial_state, batch: int, dtype, name: str):
+    """Check ``initial_state`` against ``cell.initial_state((batch,))``, before ``vmap`` sees it."""
+    expected = jax.eval_shape(lambda: cell.initial_state((batch,), dtype=dtype))
+    want = tuple(tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(expected))
+    structure = jax.tree_util.tree_structure(expected)
+    if jax.tree_util.tree_structure(initial_state) != structure:
+        raise ValueError(
+            f"{name} must have the structure of cell.initial_state(({batch},)) "
+            f"({type(expected).__name__} with leaves of shapes {want}); "
+            f"got {_describe(initial_state)}."
+        )
+    got = tuple(tuple(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(initial_state))
+    if got != want:
+        raise ValueError(
+            f"{name} leaves must have shapes {want} (batch {batch} from x, as "
+            f"cell.initial_state(({batch},)) gives); got {got}."
+        )
+
+
 def _check_batch(x, lengths):
-    x = _checks.floating_array(x, "x")
+    x = _check_one_array(x, "x", "[batch, T, input_size]")
     _checks.rank(x, 3, "x", "(batch, T, input_size)")
     if lengths is not None:
         lengths = _checks.lengths(lengths, (x.shape[0],), x.shape[1])
@@ -58,12 +118,18 @@ def _check_batch(x, lengths):
 
 
 def _run_cell(
-    cell: Cell, params, x, lengths, initial_state, *, reverse, unroll, remat, remat_chunk=None
-):
-    """``scan`` over the batch (``scan_batch``): ``(final_state [B, ..], ys [B, T, H])``."""
+    cell: Cell, params, x, lengths, initial_state, name, *, reverse, unroll, remat,
+    remat_chunk=None,
+):  # fmt: skip
+    """``scan`` over the batch (``scan_batch``): ``(final_state [B, ..], ys [B, T, H])``.
+
+    ``name`` is how the user spells ``initial_state`` in messages (``initial_state[1][0]``).
+    """
+    dtype = jnp.result_type(x, *jax.tree_util.tree_leaves(params))
     if initial_state is None:
-        dtype = jnp.result_type(x, *jax.tree_util.tree_leaves(params))
         initial_state = cell.initial_state((x.shape[0],), dtype=dtype)
+    else:
+        _check_batched_state(cell, initial_state, x.shape[0], dtype, name)
     return scan_batch(
         cell, params, x, initial_state, lengths,
         reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
@@ -90,15 +156,16 @@ def _check_merge(merge):
 def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
     """Shared body of ``rnn``, ``bidirectional`` and ``stack``.
 
-    Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse) ->
-    (ys, last, final_state)``; ``last`` merges the final hidden state of every direction.
+    Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse, name) ->
+    (ys, last, final_state)``; ``last`` merges the final hidden state of every direction, ``name``
+    spells ``state`` in messages. ``width`` is the output's last dim, a pair with ``merge=None``.
     """
     cells = tuple(_check_cell(cell) for cell in cells)
     _checks.unroll(unroll)  # a bad value fails when the layer is built; None is decided per trace
     bidirectional_ = len(cells) == 2
 
     def init(key, input_shape):
-        input_size = int(input_shape[-1])
+        input_size = _check_input_shape(input_shape)
         if not bidirectional_:
             return cells[0].init(key, input_size)
         key_f, key_b = jax.random.split(key)
@@ -106,10 +173,10 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
             cells[0].init(key_f, input_size), cells[1].init(key_b, input_size)
         )
 
-    def run(params, x, lengths, initial_state, reverse):
+    def run(params, x, lengths, initial_state, reverse, name="initial_state"):
         if not bidirectional_:
             state, ys = _run_cell(
-                cells[0], params, x, lengths, initial_state,
+                cells[0], params, x, lengths, initial_state, name,
                 reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
             )  # fmt: skip
             return ys, state.h, state
@@ -118,11 +185,20 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
                 f"params of a bidirectional layer must be BidirectionalParams; "
                 f"got {type(params).__name__}."
             )
+        if initial_state is not None and not (
+            _is_sequence(initial_state) and len(initial_state) == 2
+        ):
+            raise ValueError(
+                f"{name} of a bidirectional layer must be a pair (forward_state, backward_state), "
+                f"each with leaves [batch, H] (or None for zeros); got {_describe(initial_state)}."
+            )
         initial = (None, None) if initial_state is None else initial_state
         states, outputs = [], []
-        for cell, p, s, rev in zip(cells, params, initial, (False, True), strict=True):
+        for index, (cell, p, s, rev) in enumerate(
+            zip(cells, params, initial, (False, True), strict=True)
+        ):
             state, ys = _run_cell(
-                cell, p, x, lengths, s,
+                cell, p, x, lengths, s, f"{name}[{index}]",
                 reverse=rev, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
             )  # fmt: skip
             states.append(state)
@@ -130,7 +206,12 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
         last = _merge(states[0].h, states[1].h, merge)
         return _merge(*outputs, merge), last, tuple(states)
 
-    width = sum(cell.hidden_size for cell in cells) if merge == "concat" else cells[0].hidden_size
+    if merge == "concat":
+        width = sum(cell.hidden_size for cell in cells)
+    elif merge is None and bidirectional_:
+        width = tuple(cell.hidden_size for cell in cells)
+    else:
+        width = cells[0].hidden_size
     return init, run, width
 
 
@@ -146,7 +227,10 @@ def _recurrent_layer(
         return (output, state) if return_state else output
 
     def output_shape(input_shape):
-        return (*input_shape[:-1], width) if return_sequences else (width,)
+        def one(size):
+            return (*input_shape[:-1], size) if return_sequences else (size,)
+
+        return tuple(one(size) for size in width) if isinstance(width, tuple) else one(width)
 
     return Layer(init, apply, output_shape)
 
@@ -190,10 +274,12 @@ def bidirectional(
     """Run ``forward`` left to right and ``backward`` right to left over each valid prefix.
 
     Params are :class:`BidirectionalParams` ``(forward, backward)``. Outputs are merged by
-    ``merge`` ("concat" along features, "sum", "mean", "mul", or ``None`` for a pair); the
+    ``merge`` ("concat" along features, "sum", "mean", "mul", or ``None`` for a pair, whose
+    ``output_shape`` is then the pair of the two outputs' shapes); the
     non-sequence output merges the forward final state (after the last valid step) with the
     backward one (after step 0), as ``torch.nn.LSTM``'s ``h_n`` and Keras do. With
-    ``return_state`` the state is ``(forward_state, backward_state)``. ``backward`` defaults to a
+    ``return_state`` the state is ``(forward_state, backward_state)``, and ``initial_state`` must be
+    such a pair (leaves ``[B, H]``; either may be ``None`` for zeros). ``backward`` defaults to a
     cell like ``forward``. Padding never reaches the backward direction: on padded input it gives
     what it gives on the unpadded sequence.
     """
@@ -244,10 +330,17 @@ def stack(
             raise ValueError(
                 f"params must hold one entry per layer ({len(runs)}); got {len(params)}."
             )
+        if initial_state is not None and not (
+            _is_sequence(initial_state) and len(initial_state) == len(runs)
+        ):
+            raise ValueError(
+                f"initial_state must be a tuple with one state per layer ({len(runs)}; None for "
+                f"zeros); got {_describe(initial_state)}."
+            )
         initial = (None,) * len(runs) if initial_state is None else initial_state
         states, last = [], None
-        for (_, run, _), p, s in zip(runs, params, initial, strict=True):
-            x, last, state = run(p, x, lengths, s, False)
+        for index, ((_, run, _), p, s) in enumerate(zip(runs, params, initial, strict=True)):
+            x, last, state = run(p, x, lengths, s, False, f"initial_state[{index}]")
             states.append(state)
         output = x if return_sequences else last
         return (output, tuple(states)) if return_state else output
@@ -269,17 +362,19 @@ def dense(
     """Affine map over the last axis, ``act(x w + b)``: ``[..., D] -> [..., features]``.
 
     Given ``lengths`` and a sequence input ``[B, T, D]``, outputs past each length are zero, as
-    the recurrent layers' are.
+    the recurrent layers' are. It takes one array, not a pair such as
+    ``bidirectional(..., merge=None)`` returns: ``init`` raises ``ValueError`` on a pair of input
+    shapes and ``apply`` raises ``TypeError`` on a pair of arrays.
     """
     if not isinstance(features, int) or features < 1:
         raise ValueError(f"features must be a positive int; got {features!r}.")
 
     def init(key, input_shape):
-        w = kernel_init(key, (int(input_shape[-1]), features), jnp.float32)
+        w = kernel_init(key, (_check_input_shape(input_shape), features), jnp.float32)
         return DenseParams(w, jnp.zeros((features,), jnp.float32) if use_bias else None)
 
     def apply(params, x, lengths=None):
-        x = _checks.floating_array(x, "x")
+        x = _check_one_array(x, "x", f"[..., {params.w.shape[0]}]")
         if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
             raise ValueError(
                 f"x must have shape (..., {params.w.shape[0]}) to match params.w "
@@ -315,8 +410,17 @@ def serial(*layers: Layer) -> Layer:
 
     def init(key, input_shape):
         params, shape = [], tuple(input_shape)
-        for key_i, layer in zip(jax.random.split(key, max(len(layers), 1)), layers, strict=False):
-            params.append(layer.init(key_i, shape))
+        keys = jax.random.split(key, max(len(layers), 1))
+        for index, (key_i, layer) in enumerate(zip(keys, layers, strict=False)):
+            try:
+                params.append(layer.init(key_i, shape))
+            except (TypeError, ValueError) as error:
+                if index:
+                    error.add_note(
+                        f"In serial: layers[{index}].init got input_shape {shape!r}, "
+                        f"layers[{index - 1}].output_shape."
+                    )
+                raise
             shape = layer.output_shape(shape)
         return tuple(params)
 

@@ -1,5 +1,7 @@
 """Batch-major layers against per-example ``rnnjax.scan`` runs; padding, merge modes, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,6 +215,62 @@ class TestBadInput:
             ValueError, match=r"x must have shape \(\.\.\., 5\).*got shape \(3, 4\)"
         ):
             layer.apply(params, jnp.ones((3, 4)))
+
+    @pytest.mark.parametrize("batch_shape", [(), (3,)], ids=["unbatched", "batch_3"])
+    def test_rnn_initial_state_batch_mismatch(self, batch_shape):
+        state = rnnjax.lstm(4).initial_state(batch_shape)
+        got = re.escape(str((batch_shape + (4,),) * 2))
+        with pytest.raises(
+            ValueError,
+            match=rf"initial_state leaves must have shapes \(\(2, 4\), \(2, 4\)\).*got {got}",
+        ):
+            jax.jit(self.layer.apply)(self.params, _batch(batch=2), initial_state=state)
+
+    def test_bidirectional_initial_state_not_a_pair(self):
+        cell = rnnjax.lstm(4)
+        layer = rnnjax.bidirectional(cell)
+        params = layer.init(KEY, (6, 2))
+        x = _batch(batch=2)
+        with pytest.raises(
+            ValueError,
+            match=r"initial_state of a bidirectional layer must be a pair "
+            r"\(forward_state, backward_state\).*got LSTMState",
+        ):
+            layer.apply(params, x, initial_state=cell.initial_state((2,)))
+        with pytest.raises(ValueError, match=r"must be a pair .*got a tuple of length 3"):
+            layer.apply(params, x, initial_state=(cell.initial_state((2,)),) * 3)
+        with pytest.raises(
+            ValueError, match=r"initial_state\[1\] leaves must have shapes .*got \(\(4,\), \(4,\)\)"
+        ):
+            layer.apply(params, x, initial_state=(None, cell.initial_state()))
+
+    @pytest.mark.parametrize("num_states", [1, 3])
+    def test_stack_initial_state_count(self, num_states):
+        cell = rnnjax.gru(3)
+        model = rnnjax.stack([cell, (cell, cell)])
+        params = model.init(KEY, (6, 2))
+        with pytest.raises(
+            ValueError,
+            match=rf"initial_state must be a tuple with one state per layer \(2; .*"
+            rf"got a tuple of length {num_states}",
+        ):
+            model.apply(params, _batch(), initial_state=(None,) * num_states)
+
+    def test_dense_after_unmerged_bidirectional(self):
+        unmerged = rnnjax.bidirectional(rnnjax.lstm(4), rnnjax.gru(3), merge=None)
+        assert unmerged.output_shape((6, 2)) == ((4,), (3,))
+        model = rnnjax.serial(unmerged, rnnjax.dense(1))
+        with pytest.raises(
+            ValueError, match=r"input_shape must be one example's shape.*got \(\(4,\), \(3,\)\)"
+        ) as info:
+            model.init(KEY, (6, 2))
+        assert "layers[1].init" in "".join(info.value.__notes__)
+        pair = unmerged.apply(unmerged.init(KEY, (6, 2)), _batch())
+        dense = rnnjax.dense(1)
+        with pytest.raises(
+            TypeError, match=r"x must be one array \[\.\.\., 4\]; got a tuple of 2 arrays"
+        ):
+            dense.apply(dense.init(KEY, (4,)), pair)
 
 
 def test_rnn_layer_chunked_remat_equals_default():
