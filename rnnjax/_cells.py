@@ -219,12 +219,7 @@ def _make_cell(
     label = f"{name}(hidden_size={hidden})"
 
     def check_params(params) -> None:
-        if not isinstance(params, params_type):
-            raise TypeError(
-                f"params must be {params_type.__name__} (from {name}(...).init) for {label}; "
-                f"got {type(params).__name__}."
-            )
-        _checks.floating_params(params, label)
+        _checks.cell_params(params, params_type, name, label)
         expected = {"w_h": (hidden, fused), "b": (fused,)}
         if params_type is GRUParams and config["reset_after"]:
             expected["b_hn"] = (hidden,)

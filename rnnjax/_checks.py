@@ -20,9 +20,15 @@ def floating_array(x, name: str) -> jax.Array:
     return x
 
 
-def floating_params(params, label: str) -> None:
-    """Raise ``TypeError`` unless every array field of the params NamedTuple is floating point
-    (integer weights would be promoted silently and give a cell nobody asked for)."""
+def cell_params(params, params_type: type, name: str, label: str) -> None:
+    """Raise ``TypeError`` unless ``params`` is a ``params_type`` (the params of cell ``name``,
+    spelled ``label`` in messages) whose array fields are all floating point (integer weights
+    would be promoted silently and give a cell nobody asked for)."""
+    if not isinstance(params, params_type):
+        raise TypeError(
+            f"params must be {params_type.__name__} (from {name}(...).init) for {label}; "
+            f"got {type(params).__name__}."
+        )
     for field, value in zip(params._fields, params, strict=True):
         if value is not None and not jnp.issubdtype(jnp.result_type(value), jnp.floating):
             raise TypeError(

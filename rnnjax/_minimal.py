@@ -79,12 +79,7 @@ def _minimal_cell(name, hidden_size, gates, params_type, kernel_init, dtype, par
     label = f"{name}(hidden_size={hidden_size})"
 
     def check_params(params) -> None:
-        if not isinstance(params, params_type):
-            raise TypeError(
-                f"params must be {params_type.__name__} (from {name}(...).init) for {label}; "
-                f"got {type(params).__name__}."
-            )
-        _checks.floating_params(params, label)
+        _checks.cell_params(params, params_type, name, label)
         if params.w_x.ndim != 2 or params.w_x.shape[1] != fused or params.b.shape != (fused,):
             raise ValueError(
                 f"params do not match {label}: expected w_x (input_size, {fused}) and b "
