@@ -67,7 +67,8 @@ def hlo_matmul_flops(hlo: str) -> dict[str, float]:
     """``{instruction name: FLOPs}`` for every instruction of the compiled ``hlo`` text that is a
     ``dot`` or calls a computation holding one (a fusion), counting ``2 * prod(output dims) *
     prod(contracted dims)`` per dot."""
-    shapes, dots, calls, owner = {}, collections.defaultdict(float), {}, None
+    shapes, calls, owner = {}, {}, None
+    flops, per_computation = {}, collections.defaultdict(float)
     for line in hlo.splitlines():
         header = _COMPUTATION.match(line)
         if header and "=" not in line.split("(")[0]:
@@ -83,16 +84,14 @@ def hlo_matmul_flops(hlo: str) -> dict[str, float]:
             lhs = shapes[re.search(r"\bdot\(%([\w.\-]+)", body).group(1)]
             contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", body)
             contracted = [lhs[d] for d in _dims(contracting.group(1) if contracting else "")]
-            work = 2.0 * float(np.prod(dims)) * float(np.prod(contracted))
-            dots[owner] += work
-            dots[f"%{name}"] = work
+            flops[name] = 2.0 * float(np.prod(dims)) * float(np.prod(contracted))
+            per_computation[owner] += flops[name]
         called = re.search(r"calls=%([\w.\-]+)", body)
         if called:
             calls[name] = called.group(1)
-    flops = {name[1:]: work for name, work in dots.items() if name.startswith("%")}
     for name, computation in calls.items():
-        if dots.get(computation):
-            flops[name] = dots[computation]
+        if per_computation.get(computation):
+            flops[name] = per_computation[computation]
     return flops
 
 
