@@ -163,16 +163,24 @@ def _gru_update(params, state, projected, dtype, reset_after):
     """GRU state update and its derivative's values: ``(RNNState, (r, z, candidate, m))`` with
     ``m = h W_hn + b_hn`` (``reset_after``) or ``m = r * h`` (the seed's form)."""
     h, hidden = state.h, state.h.shape[-1]
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
     if reset_after:
-        h_rz, h_n = jnp.split(_dot(h, params.w_h, dtype), [2 * hidden], axis=-1)
-        r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
-        m = _add_bias(h_n, params.b_hn)
-        pre_n = x_n + r * m
-    else:
-        r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
-        pre_n = x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype)
-    new, candidate = _gru_combine(h, z, pre_n)
+        return _gru_reset_after(h, projected, _dot(h, params.w_h, dtype), params.b_hn)
+    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
+    r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
+    new, candidate = _gru_combine(h, z, x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype))
+    return new, (r, z, candidate, m)
+
+
+def _gru_reset_after(h, projected, hidden_product, b_hn):
+    """Reset-after GRU from its two products ``projected = x W_x + b`` and ``hidden_product =
+    h W_h`` (both ``[..., 3H]``): ``r, z = sigmoid(x_rz + h_rz)``, ``m = h W_hn + b_hn``,
+    ``h' = (1 - z) h + z tanh(x_n + r * m)``. Returns ``(RNNState, (r, z, candidate, m))``."""
+    hidden = h.shape[-1]
+    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
+    h_rz, h_n = jnp.split(hidden_product, [2 * hidden], axis=-1)
+    r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
+    m = _add_bias(h_n, b_hn)
+    new, candidate = _gru_combine(h, z, x_n + r * m)
     return new, (r, z, candidate, m)
 
 

@@ -19,8 +19,8 @@ step's linearisation happens to hold. Here the sequence has a :func:`jax.custom_
 Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders. ``rnnjax.rnn``
 calls it time-major on the whole batch (``xs [T, B, D]``), where small batches run the loops'
 matmuls feature-major (``rnnjax._layout``). The primal is the plain scan of ``cell.step`` (for
-the LSTM and the seed-form GRU over such a batch, the same gate math in hidden-unit parts, one
-per core: ``rnnjax._partitioned``), so the gate math keeps one source (``rnnjax._cells``); only the
+the LSTM and the GRUs over such a batch, the same gate math in hidden-unit parts, one per core:
+``rnnjax._partitioned``), so the gate math keeps one source (``rnnjax._cells``); only the
 derivative lives here.
 """
 

@@ -1,4 +1,4 @@
-"""Hidden-partitioned, feature-major forward loops (LSTM, seed-form GRU) on XLA:CPU.
+"""Hidden-partitioned, feature-major forward loops (LSTM, both GRU forms) on XLA:CPU.
 
 At the batch sizes recurrent nets run with, a step's GEMM is too small for XLA:CPU to keep its
 threads busy (tenths of a millisecond, split into tiles and joined again), and the gate math
@@ -7,7 +7,9 @@ this process may run on: part ``j`` owns units ``j H/P .. (j+1) H/P - 1`` of eve
 LSTM step is one GEMM ``[4H/P, D+H] x [D+H, B]`` of the whole ``[x_t; h_{t-1}]`` followed by its
 own gate math, independent of the other parts until the next step gathers their ``h``; XLA:CPU's
 thunk executor runs the ``P`` chains on different threads. (The seed-form GRU gathers once more
-inside the step: every part's candidate reads the whole ``r * h``.) Inside the loop everything
+inside the step: every part's candidate reads the whole ``r * h``. The reset-after GRU does two
+GEMMs per part, ``[3H/P, D] x [D, B]`` and ``[3H/P, H] x [H, B]``, because its reset gate scales
+``h W_hn + b_hn`` alone.) Inside the loop everything
 is feature-major (``[H, B]``: units along the rows, the batch along the columns), so the gate
 math reads its GEMM's output in place; it is the cells' own code (``rnnjax._cells``) under
 ``vmap`` over the last axis. Only the layout and the order of the work change: the values are
@@ -20,8 +22,14 @@ H=1024`` 1.06x; slower where a step has little work (``B=1 H=256`` 0.85x, ``B=4 
 ``B=16 H=64`` 0.70x) and at ``B=8 H=1024`` (0.80x). Seed-form GRU (``rnnjax.gru``'s default,
 whose fused loop pays two dependent matmuls per step): ``B=16 T=1000 H=512`` 1.61-1.82x,
 ``B=64 T=100 H=256`` 1.18-1.30x, ``B=8 H=512`` 1.30-1.72x, ``B=32 H=512`` 1.63x, ``B=128 H=256``
-0.99-1.04x, ``B=4 H=512`` 0.96x. Hence :func:`applies`. Tried and not kept: the same loop for
-the reset-after GRU (0.92-1.37x, no consistent gain) and the vanilla RNN (1.00-1.05x), and the
+0.99-1.04x, ``B=4 H=512`` 0.96x. Reset-after GRU (``gru(..., reset_after=True)``, PyTorch's and
+Flax's form; two sweeps, 9-11 rounds): ``B=64 T=100 D=32 H=256`` 1.16-1.23x, ``B=16 T=1000 D=64
+H=512`` 1.07-1.19x, ``B=16 H=256`` 1.24-1.33x, ``B=32 H=256`` 1.51x, ``B=32 H=512`` 1.03x,
+``B=128 H=256`` 1.19-1.20x, ``B=128 H=512`` 1.23x; no gain at ``H=1024`` (1.00-1.01x) and
+slower at ``B=8`` (0.88-0.91x) and ``B=256`` (0.92-0.95x), hence its batch range (an earlier
+attempt, timed without that bound, was dropped as 0.92-1.37x). Hence :func:`applies`. Tried and
+not kept: the same loop for the vanilla RNN (1.00-1.05x), hoisting the reset-after GRU's
+``x W_x`` out of the partitioned loop as one ``[T, 3H, B]`` product (0.44-0.58x), and the
 partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x (LSTM;
 0.81x at ``B=64``, 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of
 ``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already splits across its threads as
@@ -43,8 +51,9 @@ _MIN_UNITS = 32
 _MAX_PARTS = 8
 """Most parts (measured only up to 2 cores; more threads are untested)."""
 
-_MIN_BATCH = {"lstm": 16, "gru": 8}
-"""Smallest batch per cell where the loop measured faster (module docstring)."""
+_BATCHES = {"lstm": (16, None), "gru": (8, None), "gru_reset_after": (16, 128)}
+"""Per cell, the smallest and largest batch (``None``: no limit) where the loop measured faster
+(module docstring)."""
 
 _MIN_HIDDEN = 256
 """Smallest hidden size where the loop measured faster."""
@@ -73,14 +82,16 @@ def num_parts(hidden: int) -> int:
 
 
 def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
-    """Whether the fused forward of ``xs`` runs here: an LSTM (``B >= 16``) or seed-form GRU
-    (``B >= 8``) over a time-major batch ``xs [T, B, D]`` on XLA:CPU with ``H >= 256`` and at
-    least two parts (where it measured faster; see the module docstring)."""
-    smallest_batch = _MIN_BATCH.get(kind)
+    """Whether the fused forward of ``xs`` runs here: an LSTM (``B >= 16``), seed-form GRU
+    (``B >= 8``) or reset-after GRU (``16 <= B <= 128``) over a time-major batch ``xs [T, B, D]``
+    on XLA:CPU with ``H >= 256`` and at least two parts (where it measured faster; see the
+    module docstring)."""
+    if kind not in _BATCHES or xs.ndim != 3:
+        return False
+    smallest, largest = _BATCHES[kind]
     return (
-        smallest_batch is not None
-        and xs.ndim == 3
-        and xs.shape[1] >= smallest_batch
+        smallest <= xs.shape[1]
+        and (largest is None or xs.shape[1] <= largest)
         and hidden >= _MIN_HIDDEN
         and jax.default_backend() in _BACKENDS
         and num_parts(hidden) > 1
@@ -148,6 +159,21 @@ def _gru_step(weights, carry, x_t, dtype):
     return news
 
 
+def _gru_reset_after_step(weights, carry, x_t, dtype):
+    """One reset-after GRU step of every part: ``W_x,j^T x_t + b_j`` and ``W_h,j^T h`` (the
+    part's rows of all three gates, ``[3H/P, B]`` each), then its gates (the reset gate scales
+    ``h W_hn + b_hn``, so the two products stay apart)."""
+    w_x, w_h, b, b_hn = weights
+    h = jnp.concatenate(carry.h, axis=0)
+    x_column = x_t.T
+    activate = jax.vmap(_cells._gru_reset_after, in_axes=(-1, -1, -1, None), out_axes=-1)
+    news = []
+    for j in range(len(carry.h)):
+        projected = _matmul(w_x[j], x_column, dtype) + b[j]
+        news.append(activate(carry.h[j], projected, _matmul(w_h[j], h, dtype), b_hn[j][:, 0])[0])
+    return news
+
+
 def _stacked(x_column, h):
     """``[x_t^T; h]`` ``[D+H, B]`` in the wider of the two dtypes."""
     common = jnp.promote_types(x_column.dtype, h.dtype)
@@ -158,6 +184,13 @@ def _weights(kind: str, params, parts: int):
     if kind == "lstm":
         both = jnp.concatenate([params.w_x, params.w_h], axis=0)
         return _rows(both, parts, 4), _rows(params.b[None, :], parts, 4)
+    if kind == "gru_reset_after":
+        return (
+            _rows(params.w_x, parts, 3),
+            _rows(params.w_h, parts, 3),
+            _rows(params.b[None, :], parts, 3),
+            _rows(params.b_hn[None, :], parts, 1),
+        )
     hidden = params.w_h.shape[0]
     rz = jnp.concatenate([params.w_x[:, : 2 * hidden], params.w_h[:, : 2 * hidden]], axis=0)
     return (
@@ -176,7 +209,7 @@ def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll
     the module docstring). Not differentiated itself: the primal of the fused custom JVP."""
     parts = num_parts(state.h.shape[-1])
     weights = _weights(kind, params, parts)
-    step = _lstm_step if kind == "lstm" else _gru_step
+    step = {"lstm": _lstm_step, "gru": _gru_step, "gru_reset_after": _gru_reset_after_step}[kind]
 
     def body(carry, inputs):
         x_t, valid_t = inputs

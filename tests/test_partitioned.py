@@ -1,11 +1,14 @@
 """The hidden-partitioned forward loop (``rnnjax._partitioned``) against the plain scan.
 
-``rnnjax.rnn`` evaluated without differentiation runs the LSTM (``B >= 16``) and the seed-form
-GRU (``B >= 8``) through this loop on XLA:CPU (``H >= 256``, two or more cores). The oracle is
+``rnnjax.rnn`` evaluated without differentiation runs the LSTM (``B >= 16``), the seed-form GRU
+(``B >= 8``) and the reset-after GRU (``16 <= B <= 128``) through this loop on XLA:CPU
+(``H >= 256``, two or more cores). The oracle is
 the step-by-step path (the same cell with ``recur`` wrapped, so neither fused nor partitioned),
 vmapped over the batch; the part count is forced to 2-4 so that every split is exercised on any
 machine.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +27,9 @@ def parts(monkeypatch):
     def force(count):
         # Any backend: the loop's numerics are tested on a GPU too (it runs only on CPU).
         monkeypatch.setattr(_partitioned, "_BACKENDS", (jax.default_backend(),))
-        monkeypatch.setattr(_partitioned, "_MIN_BATCH", {"lstm": 1, "gru": 1})
+        monkeypatch.setattr(
+            _partitioned, "_BATCHES", {kind: (1, None) for kind in _partitioned._BATCHES}
+        )
         monkeypatch.setattr(_partitioned, "_MIN_HIDDEN", 1)
         monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
 
@@ -40,7 +45,14 @@ def _perturbed(params, key, dtype):
     )
 
 
-@pytest.mark.parametrize("cell", [rnnjax.lstm, rnnjax.gru])
+CELLS = {
+    "lstm": rnnjax.lstm,
+    "gru": rnnjax.gru,
+    "gru_reset_after": partial(rnnjax.gru, reset_after=True),
+}
+
+
+@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
 @pytest.mark.parametrize("count", [2, 3, 4])
 @pytest.mark.parametrize(
     ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
@@ -79,7 +91,7 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths,
         assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
 
 
-@pytest.mark.parametrize("cell", [rnnjax.lstm, rnnjax.gru])
+@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
 def test_partitioned_forward_bfloat16_matmuls(parts, cell):
     """With ``dtype=bfloat16`` the loop casts each GEMM's operands as ``rnnjax._cells._dot``."""
     parts(2)
@@ -117,7 +129,11 @@ def test_applies_to_time_major_batches_on_cpu_where_measured_faster(monkeypatch)
     batch = jnp.zeros((4, 16, 3))
     assert _partitioned.applies("lstm", batch, 256) == on_cpu
     assert _partitioned.applies("gru", jnp.zeros((4, 8, 3)), 256) == on_cpu  # seed-form GRU
-    assert not _partitioned.applies("gru_reset_after", batch, 256)
+    assert _partitioned.applies("gru_reset_after", batch, 256) == on_cpu
+    assert _partitioned.applies("gru_reset_after", jnp.zeros((4, 128, 3)), 256) == on_cpu
+    assert not _partitioned.applies("gru_reset_after", jnp.zeros((4, 129, 3)), 256)  # too big
+    assert not _partitioned.applies("gru_reset_after", jnp.zeros((4, 8, 3)), 256)
+    assert _partitioned.applies("lstm", jnp.zeros((4, 512, 3)), 256) == on_cpu  # no upper bound
     assert not _partitioned.applies("simple_rnn", batch, 256)
     assert not _partitioned.applies("lstm", jnp.zeros((4, 8, 3)), 256)  # small batch
     assert not _partitioned.applies("lstm", batch, 128)  # small hidden size
