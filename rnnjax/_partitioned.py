@@ -9,11 +9,10 @@ own gate math, independent of the other parts until the next step gathers their 
 thunk executor runs the ``P`` chains on different threads. (The seed-form GRU gathers once more
 inside the step: every part's candidate reads the whole ``r * h``. The reset-after GRU does two
 GEMMs per part, ``[3H/P, D] x [D, B]`` and ``[3H/P, H] x [H, B]``, because its reset gate scales
-``h W_hn + b_hn`` alone.) Inside the loop everything
-is feature-major (``[H, B]``: units along the rows, the batch along the columns), so the gate
-math reads its GEMM's output in place; it is the cells' own code (``rnnjax._cells``) under
-``vmap`` over the last axis. Only the layout and the order of the work change: the values are
-the same products and sums, rounding aside.
+``h W_hn + b_hn`` alone.) Inside the loop everything is feature-major (``[H, B]``: units along
+the rows, the batch along the columns), so the gate math reads its GEMM's output in place; it is
+the cells' own code (``rnnjax._cells``) under ``vmap`` over the last axis. Only the layout and
+the order of the work change: the values are the same products and sums, rounding aside.
 
 Measured on the project's 2-core AMD EPYC against the fused loop it replaces (same process,
 interleaved medians, forward). LSTM: ``B=16 T=1000 D=64 H=512`` 1.13-1.35x, ``B=64 T=100 D=32
@@ -26,15 +25,15 @@ whose fused loop pays two dependent matmuls per step): ``B=16 T=1000 H=512`` 1.6
 Flax's form; two sweeps, 9-11 rounds): ``B=64 T=100 D=32 H=256`` 1.16-1.23x, ``B=16 T=1000 D=64
 H=512`` 1.07-1.19x, ``B=16 H=256`` 1.24-1.33x, ``B=32 H=256`` 1.51x, ``B=32 H=512`` 1.03x,
 ``B=128 H=256`` 1.19-1.20x, ``B=128 H=512`` 1.23x; no gain at ``H=1024`` (1.00-1.01x) and
-slower at ``B=8`` (0.88-0.91x) and ``B=256`` (0.92-0.95x), hence its batch range (an earlier
-attempt, timed without that bound, was dropped as 0.92-1.37x). Hence :func:`applies`. Tried and
-not kept: the same loop for the vanilla RNN (1.00-1.05x), hoisting the reset-after GRU's
-``x W_x`` out of the partitioned loop as one ``[T, 3H, B]`` product (0.44-0.58x), and the
-partitioned derivative (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x (LSTM;
-0.81x at ``B=64``, 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of
-``rnnjax._fused``'s rule, whose one GEMM per step XLA:CPU already splits across its threads as
-well. So it serves the forward only (inference, and the primal of the fused custom JVP; the
-derivative's own forward is ``rnnjax._fused``'s).
+slower at ``B=8`` (0.88-0.91x) and ``B=256`` (0.92-0.95x); an earlier attempt, timed without a
+batch bound, was dropped as 0.92-1.37x. Hence :func:`applies`. Tried and not kept: the same loop
+for the vanilla RNN (1.00-1.05x), hoisting the reset-after GRU's ``x W_x`` out of the
+partitioned loop as one ``[T, 3H, B]`` product (0.44-0.58x), and the partitioned derivative
+(tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x (LSTM; 0.81x at ``B=64``,
+0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of ``rnnjax._fused``'s rule, whose
+one GEMM per step XLA:CPU already splits across its threads as well. So it serves the forward
+only (inference, and the primal of the fused custom JVP; the derivative's own forward is
+``rnnjax._fused``'s).
 """
 
 import os
@@ -203,7 +202,7 @@ def _weights(kind: str, params, parts: int):
 
 
 def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll):
-    """``rnnjax._fused.scan``'s values for an LSTM or seed-form GRU (``kind``) over a time-major
+    """``rnnjax._fused.scan``'s values for an LSTM or either GRU (``kind``) over a time-major
     batch ``xs [T, B, D]`` (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``):
     ``(final_state, ys [T, B, H])``, computed in hidden-unit parts on feature-major arrays (see
     the module docstring). Not differentiated itself: the primal of the fused custom JVP."""

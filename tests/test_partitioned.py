@@ -8,6 +8,7 @@ vmapped over the batch; the part count is forced to 2-4 so that every split is e
 machine.
 """
 
+import contextlib
 from functools import partial
 
 import jax
@@ -34,6 +35,21 @@ def parts(monkeypatch):
         monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
 
     return force
+
+
+@contextlib.contextmanager
+def _taking_the_loop():
+    """Fail unless the code run inside calls the partitioned forward."""
+    calls, forward = [], _partitioned.forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_partitioned, "forward", spy)
+        yield
+    assert calls, "the batch forward did not take the partitioned loop"
 
 
 def _perturbed(params, key, dtype):
@@ -73,17 +89,8 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths,
         cell.initial_state((3,), jnp.float64),
     )
     lengths = None if lengths is None else jnp.array(lengths)
-    calls = []
-    forward = _partitioned.forward
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return forward(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_partitioned, "forward", spy)
+    with _taking_the_loop():
         ys, final = layer.apply(params, x, lengths, initial_state=state)
-    assert calls, "the batch forward did not take the partitioned loop"
     ys_plain, final_plain = plain.apply(params, x, lengths, initial_state=state)
     assert_close(ys, ys_plain)
     jax.tree_util.tree_map(assert_close, final, final_plain)
@@ -97,20 +104,26 @@ def test_partitioned_forward_bfloat16_matmuls(parts, cell):
     parts(2)
     cell = cell(16, dtype=jnp.bfloat16)
     layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
-    params = layer.init(jax.random.key(0), (7, 4))
+    key = jax.random.key(0)
+    params = _perturbed(layer.init(key, (7, 4)), key, jnp.float32)  # nonzero biases
     x = jax.random.normal(jax.random.key(1), (2, 7, 4))
-    ys, ys_plain = layer.apply(params, x), plain.apply(params, x)
+    with _taking_the_loop():
+        ys = layer.apply(params, x)
+    ys_plain = plain.apply(params, x)
     assert ys.dtype == ys_plain.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(ys - ys_plain))) < 2e-2
 
 
-def test_partitioned_forward_under_jit_and_vmap_of_layers(parts):
+@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
+def test_partitioned_forward_under_jit_and_vmap_of_layers(parts, cell):
     parts(2)
-    cell = rnnjax.lstm(8)
+    cell = cell(8)
     layer, plain = (rnnjax.rnn(core, return_sequences=True) for core in (cell, _plain(cell)))
-    params = layer.init(jax.random.key(0), (4, 3))
+    key = jax.random.key(0)
+    params = _perturbed(layer.init(key, (4, 3)), key, jnp.float32)
     x = jax.random.normal(jax.random.key(1), (5, 2, 4, 3))  # an outer batch of 5 batches
-    ys = jax.jit(jax.vmap(layer.apply, in_axes=(None, 0)))(params, x)
+    with _taking_the_loop():
+        ys = jax.jit(jax.vmap(layer.apply, in_axes=(None, 0)))(params, x)
     assert_close(ys, jax.vmap(plain.apply, in_axes=(None, 0))(params, x), dtype=jnp.float32)
 
 
