@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from rnnjax import _cells, _layout, _partitioned
+from rnnjax import _cells, _checks, _layout, _partitioned
 from rnnjax._cells import LSTMState, RNNState, _dot
 
 
@@ -222,8 +222,11 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     ``x_t`` inside the loop: on XLA:CPU that beats one hoisted ``[T*B, D] x [D, G*H]`` matmul,
     whose ``[T, B, G*H]`` result must be stored and transposed (measured in
     ``experiments/benchmarks``); the derivative still hoists the input terms out of the loop.
+    ``unroll`` is a checked value or ``None`` (each loop's default: ``rnnjax._checks.unroll``,
+    or the partitioned forward's own).
     """
     kind, config = fast_kind(cell), cell.config
+    loop_unroll = _checks.unroll(unroll)
     update, tangent_step = _update(kind, config), _TANGENTS[kind]
     config = {**config, "reset_after": kind == "gru_reset_after"}
     # Only the time-major batch of ``scan_batch`` (``xs [T, B, D]``): under a user's ``vmap`` of
@@ -243,7 +246,7 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
             new, _ = cell.step(loop_params, carry, x_t)
             return _masked(valid_t, new, carry)
 
-        return lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+        return lax.scan(body, state, (xs, valid), reverse=reverse, unroll=loop_unroll)
 
     def rule(primals, tangents):
         params, xs, state, valid = primals
@@ -257,7 +260,7 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
             return new, (y, carry, residuals)
 
         final, (ys, previous, residuals) = lax.scan(
-            body, state, (xs, valid), reverse=reverse, unroll=unroll
+            body, state, (xs, valid), reverse=reverse, unroll=loop_unroll
         )
         d_in, d_hn = _step_inputs(
             kind, params, d_params, xs, d_xs, previous, residuals, config.get("dtype")
@@ -277,7 +280,7 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
 
         d_final, d_ys = lax.scan(
             tangent_body, d_state, (d_in, d_hn, previous, residuals, valid),
-            reverse=reverse, unroll=unroll,
+            reverse=reverse, unroll=loop_unroll,
         )  # fmt: skip
         return (final, ys), (d_final, d_ys)
 

@@ -75,7 +75,8 @@ def scan(
         With ``length``, only the valid prefix is reversed (padding does not delay the start).
       unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` picks the measured best
         for ``jax.default_backend()`` when traced: 8 on a GPU (kernel launches dominate a step
-        there), 1 on CPU and elsewhere. Pass an int to choose it yourself.
+        there), 1 on CPU and elsewhere, except 4 in the reset-after GRU's partitioned forward on
+        CPU (``rnnjax._partitioned``). Pass an int to choose it yourself.
       remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
         the gates, trading compute for memory.
       remat_chunk: checkpoint the loop in chunks of this many steps: BPTT keeps one carry per
@@ -96,7 +97,8 @@ def scan(
     >>> final_state, ys = rnnjax.scan(cell, params, jnp.ones((10, 4)), length=7)
     """
     _check_cell(cell)
-    unroll = _checks.unroll(unroll)
+    loop_unroll = _checks.unroll(unroll)
+    fused_unroll = None if unroll is None else loop_unroll  # None: the fused path's defaults
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
     num_steps = xs.shape[0]
@@ -125,7 +127,7 @@ def scan(
         step_input = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
         jax.eval_shape(cell.step, params, state, step_input)  # the cell's checks and messages
         valid = None if length is None else steps < length
-        return _fused.scan(cell, params, xs, state, valid, reverse=reverse, unroll=unroll)
+        return _fused.scan(cell, params, xs, state, valid, reverse=reverse, unroll=fused_unroll)
     recur = jax.checkpoint(cell.recur) if remat else cell.recur
     # One hoisted ``xs W_x + b`` for all steps; with ``remat_chunk`` each checkpointed chunk
     # projects its own steps, so neither the projection nor its cotangent is O(T) in memory.
@@ -137,8 +139,8 @@ def scan(
             return recur(params, carry, projected_t)
 
         if remat_chunk is None:
-            return _loop(body, state, project(xs), reverse, unroll, None, num_steps)
-        return _loop(body, state, xs, reverse, unroll, remat_chunk, num_steps, project)
+            return _loop(body, state, project(xs), reverse, loop_unroll, None, num_steps)
+        return _loop(body, state, xs, reverse, loop_unroll, remat_chunk, num_steps, project)
 
     def masked_body(carry, inputs):
         t, projected_t = inputs
@@ -150,9 +152,11 @@ def scan(
         return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
 
     if remat_chunk is None:
-        return _loop(masked_body, state, (steps, project(xs)), reverse, unroll, None, num_steps)
+        return _loop(
+            masked_body, state, (steps, project(xs)), reverse, loop_unroll, None, num_steps
+        )
     return _loop(
-        masked_body, state, (steps, xs), reverse, unroll, remat_chunk, num_steps,
+        masked_body, state, (steps, xs), reverse, loop_unroll, remat_chunk, num_steps,
         lambda inputs: (inputs[0], project(inputs[1])),
     )  # fmt: skip
 
@@ -199,7 +203,8 @@ def scan_batch(
             reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
         )  # fmt: skip
 
-    unroll = _checks.unroll(unroll)
+    if unroll is not None:
+        unroll = _checks.unroll(unroll)  # None stays: each path picks its own default
     batched = jax.vmap(one)
     if remat or remat_chunk is not None or _fused.fast_kind(_check_cell(cell)) is None:
         return batched(x, initial_state, lengths)

@@ -153,3 +153,37 @@ def test_applies_to_time_major_batches_on_cpu_where_measured_faster(monkeypatch)
     assert not _partitioned.applies("lstm", jnp.zeros((4, 3)), 256)  # one sequence
     monkeypatch.setattr(_partitioned, "_cores", lambda: 1)
     assert not _partitioned.applies("lstm", batch, 256)  # one part: nothing to overlap
+
+
+def test_reset_after_gru_forward_unrolls_by_default(parts, monkeypatch):
+    """``unroll=None``: the partitioned reset-after GRU forward unrolls its measured default
+    (``_DEFAULT_UNROLL``), the derivative's loops keep the backend's default, and an explicit
+    ``unroll`` reaches every loop (a spy on ``lax.scan``)."""
+    from rnnjax import _checks
+
+    parts(2)
+    seen = []
+    real_scan = jax.lax.scan
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("unroll"))
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(jax.lax, "scan", spy)
+    cell = rnnjax.gru(8, reset_after=True)
+    x = jax.random.normal(jax.random.key(1), (3, 9, 4))
+    for unroll, forward, derivative in (
+        (None, _partitioned._DEFAULT_UNROLL["gru_reset_after"], _checks.unroll(None)),
+        (2, 2, 2),
+    ):
+        layer = rnnjax.rnn(cell, return_sequences=True, unroll=unroll)
+        params = layer.init(jax.random.key(0), x.shape[1:])
+        seen.clear()
+        with _taking_the_loop():
+            layer.apply(params, x)
+        # Last the partitioned loop; before it only the shape checks' trace of one sequence.
+        assert seen[-1] == forward and set(seen[:-1]) <= {derivative}, (unroll, seen)
+        seen.clear()
+        jax.grad(lambda p, layer=layer: jnp.sum(layer.apply(p, x)))(params)
+        assert seen and set(seen) == {derivative}, (unroll, seen)
+    assert _partitioned._DEFAULT_UNROLL["gru_reset_after"] == 4
