@@ -2,13 +2,14 @@
 competitor ran, the report renders. No timing assertions (the machine is shared)."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.benchmarks import _competitors, _sweeps, report
+from experiments.benchmarks import _competitors, _sweeps, _timing, report
 from experiments.benchmarks.__main__ import SIZES, check_device, run
 
 
@@ -51,7 +52,7 @@ def test_results_json_has_machine_gemm_and_every_section(results):
 
 @pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
 def test_every_cpu_competitor_ran_forward_and_backward(results):
-    _, data = results
+    out, data = results
     ran = {(row["framework"], row["mode"]) for row in data["comparisons"]}
     expected = {
         (name, mode)
@@ -63,6 +64,11 @@ def test_every_cpu_competitor_ran_forward_and_backward(results):
         assert row["median_ms"] > 0 and row["gflops"] > 0
         assert row["speedup_vs_torch"] > 0 and row["speedup_vs_flax"] > 0
         assert row["framework"] == "torch" or row["compile_s"] > 0
+        assert len(row["round_ms"]) == data["config"]["rounds"]
+        assert row["median_ms"] == pytest.approx(np.median(row["round_ms"]), abs=1e-3)
+        for other in ("torch", "flax"):
+            assert 0 < row[f"speedup_vs_{other}_q25"] <= row[f"speedup_vs_{other}_q75"]
+    assert "round_ms" not in (out / "comparisons.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.slow  # the shared fixture runs every competitor (~1 CPU-minute)
@@ -86,6 +92,34 @@ def test_report_renders_markdown_tables(results):
     _, data = results
     text = report.markdown(data)
     assert "| cell | framework |" in text and "rnnjax_plain" in text and "Linear cost in T" in text
+    assert "| cell | shape | mode | rnnjax vs torch | rnnjax vs flax |" in text
+    assert re.search(
+        r"\| lstm \| B=\d+ T=\d+ D=\d+ H=\d+ \| forward \| [\d.]+x \([\d.]+-[\d.]+\) \|", text
+    )
+
+
+def test_paired_ratios_are_quartiles_of_per_round_ratios():
+    """Round ``i``'s ratio is the reference's time in round ``i`` over the other's: a drift
+    shared by both cancels (every round 2x here, though the times vary 4x across rounds)."""
+    fast = {"round_ms": [1.0, 2.0, 3.0, 4.0, 1.5]}
+    slow = {"round_ms": [2.0, 4.0, 6.0, 8.0, 3.0]}
+    assert _timing.paired_ratios(slow, fast) == {"q25": 2.0, "q50": 2.0, "q75": 2.0}
+    mixed = _timing.paired_ratios({"round_ms": [1.0, 2.0, 3.0, 4.0, 5.0]}, {"round_ms": [1.0] * 5})
+    assert mixed == {"q25": 2.0, "q50": 3.0, "q75": 4.0}
+    assert _timing.paired_ratios(slow, {"round_ms": [1.0, 2.0]}) is None  # different runs
+    assert _timing.paired_ratios(slow, {"median_ms": 1.0}) is None  # results from before
+
+
+def test_spread_table_shows_ratio_and_quartiles():
+    row = {
+        "framework": "rnnjax", "cell": "gru", "mode": "forward", "B": 4, "T": 8, "D": 2, "H": 3,
+        "speedup_vs_torch": 1.5, "speedup_vs_torch_q25": 1.25, "speedup_vs_torch_q75": 1.75,
+        "speedup_vs_flax": 0.9, "speedup_vs_flax_q25": 0.8, "speedup_vs_flax_q75": 1.0,
+    }  # fmt: skip
+    text = "\n".join(report.spread_table([row, {**row, "framework": "flax"}]))
+    assert "| gru | B=4 T=8 D=2 H=3 | forward | 1.50x (1.25-1.75) | 0.90x (0.80-1.00) |" in text
+    assert text.count("| gru |") == 1  # rnnjax's rows only
+    assert report.spread_table([{k: v for k, v in row.items() if "_q" not in k}]) == []
 
 
 def test_linearity_flags_quadratic_cost():

@@ -122,25 +122,37 @@ def compare(config: dict, device: str, gemm_gflops: float) -> list[dict]:
 
 
 def _add_ratios(rows: list[dict]) -> None:
-    """``speedup_vs_X = X's median / this row's median`` (> 1: faster than X), same shape/mode."""
+    """``speedup_vs_X = X's median / this row's median`` (> 1: faster than X), same shape/mode,
+    and ``speedup_vs_X_q25`` / ``_q75``: the quartiles of the same ratio taken round by round
+    (``_timing.paired_ratios``), the spread a single run's ratio carries."""
 
     def key(row):
         return (row["cell"], row["mode"], row["B"], row["T"], row["D"], row["H"])
 
-    medians = {(row["framework"],) + key(row): row["median_ms"] for row in rows}
+    by_key = {(row["framework"],) + key(row): row for row in rows}
     for row in rows:
         for other in ("torch", "torch_cudnn", "flax", "rnnjax_plain", "jax_cudnn"):
-            reference = medians.get((other,) + key(row))
-            if reference is not None:
-                row[f"speedup_vs_{other}"] = reference / row["median_ms"]
+            reference = by_key.get((other,) + key(row))
+            if reference is None:
+                continue
+            row[f"speedup_vs_{other}"] = reference["median_ms"] / row["median_ms"]
+            spread = _timing.paired_ratios(reference, row)
+            if spread is not None:
+                row[f"speedup_vs_{other}_q25"] = spread["q25"]
+                row[f"speedup_vs_{other}_q75"] = spread["q75"]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    """The rows' scalar fields as CSV (the per-round ``round_ms`` lists stay in the JSON)."""
     if not rows:
         return
-    fields = list(dict.fromkeys(field for row in rows for field in row))
+    fields = list(
+        dict.fromkeys(
+            field for row in rows for field, value in row.items() if not isinstance(value, list)
+        )
+    )
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

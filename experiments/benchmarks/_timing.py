@@ -2,7 +2,9 @@
 
 On a shared machine a run of A then a run of B measures the load as much as the code, so every
 comparison here is interleaved: each round calls every contender once, in a rotating order, and
-the statistics are medians over rounds. Warm-up calls (which include compilation) are excluded;
+the statistics are medians over rounds. Each contender's per-round times are kept too, so a
+ratio can be taken within each round (the contenders of one round ran back to back, under the
+same load) and its spread reported. Warm-up calls (which include compilation) are excluded;
 compile time is measured separately by the runners. Wall time and process CPU time are both kept:
 CPU time is less sensitive to other processes taking turns on the cores.
 """
@@ -39,7 +41,8 @@ def interleaved(
     """Time each zero-argument function ``rounds`` times, interleaved, after ``warmup`` calls.
 
     Returns:
-      ``{name: {"median_ms", "min_ms", "cpu_median_ms", "rounds"}}``.
+      ``{name: {"median_ms", "min_ms", "cpu_median_ms", "rounds", "round_ms"}}``, ``round_ms``
+      the wall time of every round in order (for :func:`paired_ratios`).
     """
     names = list(functions)
     for name in names:
@@ -60,9 +63,26 @@ def interleaved(
             "min_ms": 1e3 * float(np.min(wall[name])),
             "cpu_median_ms": 1e3 * float(np.median(cpu[name])),
             "rounds": rounds,
+            "round_ms": [round(1e3 * seconds, 3) for seconds in wall[name]],
         }
         for name in names
     }
+
+
+def paired_ratios(reference: Mapping, stats: Mapping) -> dict | None:
+    """Quartiles of ``reference``'s time over ``stats``'s time taken round by round.
+
+    Both are :func:`interleaved` statistics of the same run; within a round the two ran back to
+    back, so each round's ratio cancels the load the machine had then. Returns ``{"q25", "q50",
+    "q75"}`` of the per-round ratios (> 1: ``stats`` was faster), or ``None`` when either lacks
+    per-round times or their round counts differ.
+    """
+    ours, theirs = stats.get("round_ms"), reference.get("round_ms")
+    if not ours or not theirs or len(ours) != len(theirs):
+        return None
+    ratios = np.asarray(theirs, float) / np.asarray(ours, float)
+    q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
+    return {"q25": float(q25), "q50": float(q50), "q75": float(q75)}
 
 
 def gemm_rate(size: int, rounds: int, device: str = "cpu") -> dict:

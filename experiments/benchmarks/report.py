@@ -3,7 +3,8 @@
 ``python -m experiments.benchmarks.report [results.json]`` (default:
 ``experiments/results/benchmarks/results.json``) prints markdown: the machine, the GEMM rate, one
 table per shape with forward and forward+backward times, GFLOP/s and the speedups over PyTorch,
-Flax and the plain-autodiff rnnjax, then the linear-in-T check and peak BPTT memory.
+Flax and the plain-autodiff rnnjax, rnnjax's speed-ups with the spread of their per-round ratios,
+then the linear-in-T check and peak BPTT memory.
 """
 
 import json
@@ -38,6 +39,38 @@ def _speedup(row, other):
     if value is None and other == "torch":
         value = row.get("speedup_vs_torch_cudnn")
     return f"{value:.2f}x" if value is not None else ""
+
+
+def _spread(row, other):
+    """``other``'s time over this row's with the quartiles of the per-round ratios, e.g.
+    ``1.41x (1.33-1.50)``; ``"torch"`` is PyTorch on either device."""
+    if other == "torch" and f"speedup_vs_{other}" not in row:
+        other = "torch_cudnn"
+    value = row.get(f"speedup_vs_{other}")
+    if value is None:
+        return ""
+    low, high = row.get(f"speedup_vs_{other}_q25"), row.get(f"speedup_vs_{other}_q75")
+    return f"{value:.2f}x" if low is None else f"{value:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def spread_table(rows: list[dict]) -> list[str]:
+    """rnnjax's speed-ups over PyTorch and Flax with the interquartile range of the per-round
+    ratios (nothing for results files from before per-round times were kept)."""
+    ours = [r for r in rows if r["framework"] == "rnnjax"]
+    if not any("speedup_vs_flax_q25" in r for r in ours):
+        return []
+    table = [
+        [r["cell"], f"B={r['B']} T={r['T']} D={r['D']} H={r['H']}", r["mode"],
+         _spread(r, "torch"), _spread(r, "flax")]
+        for r in ours
+    ]  # fmt: skip
+    header = ["cell", "shape", "mode", "rnnjax vs torch", "rnnjax vs flax"]
+    return [
+        "\nrnnjax's speed-ups with their spread: the ratio of medians, then in brackets the "
+        "quartiles of the ratio taken round by round (each round runs every contender back to "
+        "back, so its ratio cancels the load the machine had at that moment):\n",
+        markdown_table(header, table),
+    ]
 
 
 def _ms(value: float) -> str:
@@ -123,6 +156,7 @@ def markdown(results: dict) -> str:
         "FLOPs counted as 2 B T (D + H) G H forward and 3x that forward+backward.",
     ]
     lines += comparison_tables(results["comparisons"])
+    lines += spread_table(results["comparisons"])
     lines += linearity_table(results["sweeps"])
     lines += memory_table(results["memory"])
     if results.get("parallel"):  # results.json files before the parallel row have none
