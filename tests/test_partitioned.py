@@ -155,21 +155,14 @@ def test_applies_to_time_major_batches_on_cpu_where_measured_faster(monkeypatch)
     assert not _partitioned.applies("lstm", batch, 256)  # one part: nothing to overlap
 
 
-def test_reset_after_gru_forward_unrolls_by_default(parts, monkeypatch):
+def test_reset_after_gru_forward_unrolls_by_default(parts, scan_unrolls):
     """``unroll=None``: the partitioned reset-after GRU forward unrolls its measured default
     (``_DEFAULT_UNROLL``), the derivative's loops keep the backend's default, and an explicit
     ``unroll`` reaches every loop (a spy on ``lax.scan``)."""
     from rnnjax import _checks
 
     parts(2)
-    seen = []
-    real_scan = jax.lax.scan
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("unroll"))
-        return real_scan(*args, **kwargs)
-
-    monkeypatch.setattr(jax.lax, "scan", spy)
+    seen = scan_unrolls
     cell = rnnjax.gru(8, reset_after=True)
     x = jax.random.normal(jax.random.key(1), (3, 9, 4))
     for unroll, forward, derivative in (

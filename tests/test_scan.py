@@ -324,19 +324,12 @@ def test_remat_chunk_keeps_no_per_step_projection():
     assert chunked < projection_bytes < remat
 
 
-def test_unroll_default_is_chosen_per_backend(monkeypatch):
+def test_unroll_default_is_chosen_per_backend(monkeypatch, scan_unrolls):
     """``unroll=None`` (the default): 8 steps per iteration on a GPU, 1 elsewhere; the loop
     really gets it (a spy on ``lax.scan``), in ``rnnjax.scan`` and in the batched layers."""
     from rnnjax import _checks
 
-    seen = []
-    real_scan = jax.lax.scan
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("unroll"))
-        return real_scan(*args, **kwargs)
-
-    monkeypatch.setattr(jax.lax, "scan", spy)
+    seen = scan_unrolls
     cell, params, xs = _setup("lstm", steps=9)
     layer = rnnjax.rnn(cell, return_sequences=True)
     for backend, expected in (("gpu", _checks.GPU_UNROLL), ("cuda", 8), ("cpu", 1), ("tpu", 1)):
