@@ -136,10 +136,9 @@ def _add_ratios(rows: list[dict]) -> None:
             if reference is None:
                 continue
             row[f"speedup_vs_{other}"] = reference["median_ms"] / row["median_ms"]
-            spread = _timing.paired_ratios(reference, row)
-            if spread is not None:
-                row[f"speedup_vs_{other}_q25"] = spread["q25"]
-                row[f"speedup_vs_{other}_q75"] = spread["q75"]
+            spread = _timing.paired_ratios(reference, row) or {}
+            for quartile, value in spread.items():
+                row[f"speedup_vs_{other}_{quartile}"] = value
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

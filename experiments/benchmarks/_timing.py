@@ -73,7 +73,7 @@ def paired_ratios(reference: Mapping, stats: Mapping) -> dict | None:
     """Quartiles of ``reference``'s time over ``stats``'s time taken round by round.
 
     Both are :func:`interleaved` statistics of the same run; within a round the two ran back to
-    back, so each round's ratio cancels the load the machine had then. Returns ``{"q25", "q50",
+    back, so each round's ratio cancels the load the machine had then. Returns ``{"q25",
     "q75"}`` of the per-round ratios (> 1: ``stats`` was faster), or ``None`` when either lacks
     per-round times or their round counts differ.
     """
@@ -81,8 +81,8 @@ def paired_ratios(reference: Mapping, stats: Mapping) -> dict | None:
     if not ours or not theirs or len(ours) != len(theirs):
         return None
     ratios = np.asarray(theirs, float) / np.asarray(ours, float)
-    q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
-    return {"q25": float(q25), "q50": float(q50), "q75": float(q75)}
+    q25, q75 = np.percentile(ratios, [25, 75])
+    return {"q25": float(q25), "q75": float(q75)}
 
 
 def gemm_rate(size: int, rounds: int, device: str = "cpu") -> dict:

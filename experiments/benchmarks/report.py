@@ -33,24 +33,24 @@ def _machine_line(results: dict) -> str:
     )
 
 
+def _ratio_key(row, other):
+    """``speedup_vs_<other>``, where ``"torch"`` is PyTorch on either device."""
+    key = f"speedup_vs_{other}"
+    return "speedup_vs_torch_cudnn" if other == "torch" and key not in row else key
+
+
 def _speedup(row, other):
-    """``other``'s time over this row's; ``"torch"`` is PyTorch on either device."""
-    value = row.get(f"speedup_vs_{other}")
-    if value is None and other == "torch":
-        value = row.get("speedup_vs_torch_cudnn")
+    """``other``'s time over this row's."""
+    value = row.get(_ratio_key(row, other))
     return f"{value:.2f}x" if value is not None else ""
 
 
 def _spread(row, other):
     """``other``'s time over this row's with the quartiles of the per-round ratios, e.g.
-    ``1.41x (1.33-1.50)``; ``"torch"`` is PyTorch on either device."""
-    if other == "torch" and f"speedup_vs_{other}" not in row:
-        other = "torch_cudnn"
-    value = row.get(f"speedup_vs_{other}")
-    if value is None:
-        return ""
-    low, high = row.get(f"speedup_vs_{other}_q25"), row.get(f"speedup_vs_{other}_q75")
-    return f"{value:.2f}x" if low is None else f"{value:.2f}x ({low:.2f}-{high:.2f})"
+    ``1.41x (1.33-1.50)``."""
+    key = _ratio_key(row, other)
+    low, high = row.get(f"{key}_q25"), row.get(f"{key}_q75")
+    return _speedup(row, other) + ("" if low is None else f" ({low:.2f}-{high:.2f})")
 
 
 def spread_table(rows: list[dict]) -> list[str]:
