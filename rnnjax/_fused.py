@@ -20,8 +20,8 @@ Being a JVP rule (not a VJP), it keeps forward mode, ``vmap`` and higher orders.
 calls it time-major on the whole batch (``xs [T, B, D]``), where small batches run the loops'
 matmuls feature-major (``rnnjax._layout``). The primal is the plain scan of ``cell.step`` (for
 the LSTM and the GRUs over such a batch, the same gate math in hidden-unit parts, one per core:
-``rnnjax._partitioned``), so the gate math keeps one source (``rnnjax._cells``); only the
-derivative lives here.
+``rnnjax._partitioned``, which for some of them also runs the derivative's forward), so the
+gate math keeps one source (``rnnjax._cells``); only the derivative lives here.
 """
 
 from functools import partial
@@ -259,9 +259,15 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
             new, y = _masked(valid_t, _cells._cast_like(new, carry), carry)
             return new, (y, carry, residuals)
 
-        final, (ys, previous, residuals) = lax.scan(
-            body, state, (xs, valid), reverse=reverse, unroll=loop_unroll
-        )
+        if _partitioned.saves(kind, xs, cell.hidden_size):
+            final, ys, previous, residuals = _partitioned.forward(
+                kind, params, xs, state, valid,
+                dtype=config.get("dtype"), reverse=reverse, unroll=loop_unroll, saved=True,
+            )  # fmt: skip
+        else:
+            final, (ys, previous, residuals) = lax.scan(
+                body, state, (xs, valid), reverse=reverse, unroll=loop_unroll
+            )
         d_in, d_hn = _step_inputs(
             kind, params, d_params, xs, d_xs, previous, residuals, config.get("dtype")
         )

@@ -31,9 +31,11 @@ for the vanilla RNN (1.00-1.05x), hoisting the reset-after GRU's ``x W_x`` out o
 partitioned loop as one ``[T, 3H, B]`` product (0.44-0.58x), and the partitioned derivative
 (tangent loop per part, weight terms as per-part GEMMs): 0.81-1.09x (LSTM; 0.81x at ``B=64``,
 0.94x at ``B=16`` in the longest rerun) and 0.85-0.93x (GRU) of ``rnnjax._fused``'s rule, whose
-one GEMM per step XLA:CPU already splits across its threads as well. So it serves the forward
-only (inference, and the primal of the fused custom JVP; the derivative's own forward is
-``rnnjax._fused``'s).
+one GEMM per step XLA:CPU already splits across its threads as well. So it serves the forward:
+inference, the primal of the fused custom JVP, and (:func:`saves`: the LSTM at ``B <= 64``, the
+reset-after GRU at ``B <= 32``) the derivative's forward, which also stores each step's state
+and gate values for the fused rule's backward loop; elsewhere that forward is
+``rnnjax._fused``'s own loop.
 """
 
 import os
@@ -53,6 +55,9 @@ _MAX_PARTS = 8
 _BATCHES = {"lstm": (16, None), "gru": (8, None), "gru_reset_after": (16, 128)}
 """Per cell, the smallest and largest batch (``None``: no limit) where the loop measured faster
 (module docstring)."""
+
+_SAVING_BATCHES = {"lstm": 64, "gru_reset_after": 32}
+"""Per cell, the largest batch where the derivative's forward also runs here (:func:`saves`)."""
 
 _MIN_HIDDEN = 256
 """Smallest hidden size where the loop measured faster."""
@@ -104,6 +109,19 @@ def applies(kind: str | None, xs: jax.Array, hidden: int) -> bool:
     )
 
 
+def saves(kind: str | None, xs: jax.Array, hidden: int) -> bool:
+    """Whether the fused derivative's forward (which also stores each step's state and gate
+    values) runs here too: where :func:`applies`, for an LSTM with ``B <= 64`` or a reset-after
+    GRU with ``B <= 32``. Forward+backward against the fused rule's own forward loop (2 cores,
+    interleaved medians, two runs each): LSTM ``B=64 T=100 D=32 H=256`` 1.03-1.06x (four runs),
+    ``B=16 T=200 H=256`` 1.07-1.14x, ``B=16 T=1000 D=64 H=512`` 1.00-1.11x; reset-after GRU
+    ``B=16 T=200 H=256`` 1.06-1.13x, ``B=16 T=1000 H=512`` 0.96-1.08x. Not used where it
+    measured slower or no faster: LSTM ``B=128 H=512`` 0.90-0.91x, reset-after GRU ``B=64``
+    0.95-1.04x and ``B=128`` 0.91-0.92x, seed-form GRU 0.90-0.94x at ``B=64`` and 0.95-1.09x
+    at ``B <= 32`` (each step transposes its stored values to the fused loop's ``[B, H]``)."""
+    return applies(kind, xs, hidden) and xs.shape[1] <= _SAVING_BATCHES.get(kind, 0)
+
+
 def _rows(w: jax.Array, parts: int, gates: int) -> tuple[jax.Array, ...]:
     """``w [In, G*H]`` as ``P`` arrays ``[G*H/P, In]``: part ``j`` holds the transposed columns
     of its units, gate-major (``[gate 0 units; gate 1 units; ...]``), each its own buffer made
@@ -142,7 +160,7 @@ def _lstm_step(weights, carry, x_t, dtype):
     news = []
     for j in range(len(carry.h)):
         z = _matmul(w_both[j], both, dtype) + b[j]
-        news.append(activate(_cells.LSTMState(carry.h[j], carry.c[j]), z)[0])
+        news.append(activate(_cells.LSTMState(carry.h[j], carry.c[j]), z))
     return news
 
 
@@ -160,8 +178,10 @@ def _gru_step(weights, carry, x_t, dtype):
     m = jnp.concatenate([m_j for _, _, m_j in gates], axis=0)
     news = []
     for j in range(parts):
+        r_j, z_j, m_j = gates[j]
         pre_n = _matmul(w_xn[j], x_column, dtype) + b_n[j] + _matmul(w_hn[j], m, dtype)
-        news.append(combine(carry.h[j], gates[j][1], pre_n)[0])
+        new, candidate = combine(carry.h[j], z_j, pre_n)
+        news.append((new, (r_j, z_j, candidate, m_j)))
     return news
 
 
@@ -176,7 +196,7 @@ def _gru_reset_after_step(weights, carry, x_t, dtype):
     news = []
     for j in range(len(carry.h)):
         projected = _matmul(w_x[j], x_column, dtype) + b[j]
-        news.append(activate(carry.h[j], projected, _matmul(w_h[j], h, dtype), b_hn[j][:, 0])[0])
+        news.append(activate(carry.h[j], projected, _matmul(w_h[j], h, dtype), b_hn[j][:, 0]))
     return news
 
 
@@ -208,12 +228,17 @@ def _weights(kind: str, params, parts: int):
     )
 
 
-def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll):
+def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll, saved=False):
     """``rnnjax._fused.scan``'s values for an LSTM or either GRU (``kind``) over a time-major
     batch ``xs [T, B, D]`` (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``):
     ``(final_state, ys [T, B, H])``, computed in hidden-unit parts on feature-major arrays (see
     the module docstring). ``unroll=None`` takes the kind's measured default
-    (``_DEFAULT_UNROLL``). Not differentiated itself: the primal of the fused custom JVP."""
+    (``_DEFAULT_UNROLL``).
+
+    With ``saved`` (the derivative's forward, where :func:`saves`), also what the fused rule
+    keeps per step: ``(final, ys, previous, residuals)``, ``previous`` the state entering each
+    step and ``residuals`` the update's (``rnnjax._cells``), every leaf ``[T, B, H]`` as the
+    fused loop stores them."""
     if unroll is None:
         unroll = _DEFAULT_UNROLL.get(kind, 1)
     parts = num_parts(state.h.shape[-1])
@@ -222,8 +247,8 @@ def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll
 
     def body(carry, inputs):
         x_t, valid_t = inputs
-        news = []
-        for j, new in enumerate(step(weights, carry, x_t, dtype)):
+        news, residuals = [], []
+        for j, (new, residuals_j) in enumerate(step(weights, carry, x_t, dtype)):
             old = type(carry)(*(leaf[j] for leaf in carry))
             new = _cells._cast_like(new, old)
             if valid_t is not None:  # rnnjax.scan's mask: keep the state past the length
@@ -231,11 +256,20 @@ def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll
                     lambda n, o: jnp.where(valid_t[None, :], n, o), new, old
                 )
             news.append(new)
+            residuals.append(residuals_j)
         new = type(carry)(*zip(*news, strict=True))
-        return new, jnp.concatenate(new.h, axis=0)
+        h = jnp.concatenate(new.h, axis=0)
+        if not saved:
+            return new, h
+        residuals = tuple(jnp.concatenate(r, axis=0).T for r in zip(*residuals, strict=True))
+        return new, (h, _join_state(carry), residuals)
 
     initial = _split_state(state, parts)
-    final, hs = lax.scan(body, initial, (xs, valid), reverse=reverse, unroll=unroll)
+    final, stacked = lax.scan(body, initial, (xs, valid), reverse=reverse, unroll=unroll)
+    hs = stacked[0] if saved else stacked
     if valid is not None:  # zero output past each length
         hs = jnp.where(valid[:, None, :], hs, jnp.zeros_like(hs))
-    return _join_state(final), jnp.swapaxes(hs, 1, 2)
+    ys = jnp.swapaxes(hs, 1, 2)
+    if not saved:
+        return _join_state(final), ys
+    return _join_state(final), ys, stacked[1], stacked[2]

@@ -14,6 +14,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import pytest
+from jax.test_util import check_grads
 
 import rnnjax
 from rnnjax import _partitioned
@@ -38,18 +39,20 @@ def parts(monkeypatch):
 
 
 @contextlib.contextmanager
-def _taking_the_loop():
-    """Fail unless the code run inside calls the partitioned forward."""
+def _taking_the_loop(*, saving: bool = False):
+    """Fail unless the code run inside calls the partitioned forward (with ``saving``: as the
+    derivative's forward, storing what the backward loop reads)."""
     calls, forward = [], _partitioned.forward
 
     def spy(*args, **kwargs):
-        calls.append(1)
+        calls.append(kwargs.get("saved", False))
         return forward(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_partitioned, "forward", spy)
         yield
     assert calls, "the batch forward did not take the partitioned loop"
+    assert not saving or any(calls), "the derivative's forward did not take the partitioned loop"
 
 
 def _perturbed(params, key, dtype):
@@ -96,6 +99,54 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths,
     jax.tree_util.tree_map(assert_close, final, final_plain)
     if lengths is not None:  # zero output past each length, state frozen there
         assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
+
+
+SAVING = {name: CELLS[name] for name in _partitioned._SAVING_BATCHES}
+
+
+@pytest.mark.parametrize("cell", SAVING.values(), ids=SAVING)
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize(
+    ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
+)
+def test_derivative_through_partitioned_forward_equals_plain(
+    x64, parts, cell, count, lengths, reverse
+):
+    """Where the derivative's forward runs in parts too (``_partitioned.saves``), the value and
+    the gradients for params, inputs and initial state equal plain autodiff's, and both modes
+    pass ``check_grads`` (second order too, which differentiates that loop itself)."""
+    parts(count)
+    hidden = 12
+    cell = cell(hidden)
+    layer, plain = (
+        rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
+        for core in (cell, _plain(cell))
+    )
+    key = jax.random.key(count)
+    params = _perturbed(layer.init(key, (5, 3)), key, jnp.float64)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (3, 5, 3), jnp.float64)
+    state = jax.tree_util.tree_map(
+        lambda s: s + jax.random.normal(jax.random.fold_in(key, 2), s.shape, s.dtype),
+        cell.initial_state((3,), jnp.float64),
+    )
+    lengths = None if lengths is None else jnp.array(lengths)
+
+    def loss(layer):
+        def value(params, x, state):
+            ys, final = layer.apply(params, x, lengths, initial_state=state)
+            return jnp.sum(jnp.sin(ys)) + sum(
+                jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final)
+            )
+
+        return value
+
+    args = (params, x, state)
+    with _taking_the_loop(saving=True):
+        grads = jax.grad(loss(layer), argnums=(0, 1, 2))(*args)
+    jax.tree_util.tree_map(assert_close, grads, jax.grad(loss(plain), argnums=(0, 1, 2))(*args))
+    check_grads(loss(layer), args, order=1, modes=("fwd", "rev"))
+    if lengths is None and count == 2:
+        check_grads(loss(layer), args, order=2, modes=("rev",))
 
 
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
@@ -155,6 +206,18 @@ def test_applies_to_time_major_batches_on_cpu_where_measured_faster(monkeypatch)
     assert not _partitioned.applies("lstm", batch, 256)  # one part: nothing to overlap
 
 
+def test_derivative_forward_saves_in_parts_where_measured_faster(monkeypatch):
+    monkeypatch.setattr(_partitioned, "_cores", lambda: 2)
+    on_cpu = jax.default_backend() == "cpu"
+    assert _partitioned.saves("lstm", jnp.zeros((4, 64, 3)), 256) == on_cpu
+    assert not _partitioned.saves("lstm", jnp.zeros((4, 65, 3)), 256)
+    assert _partitioned.saves("gru_reset_after", jnp.zeros((4, 32, 3)), 256) == on_cpu
+    assert not _partitioned.saves("gru_reset_after", jnp.zeros((4, 33, 3)), 256)
+    assert not _partitioned.saves("gru", jnp.zeros((4, 16, 3)), 256)  # seed-form GRU: no gain
+    assert not _partitioned.saves("lstm", jnp.zeros((4, 8, 3)), 256)  # where applies() is not
+    assert not _partitioned.saves("lstm", jnp.zeros((4, 16, 3)), 128)
+
+
 def test_reset_after_gru_forward_unrolls_by_default(parts, scan_unrolls):
     """``unroll=None``: the partitioned reset-after GRU forward unrolls its measured default
     (``_DEFAULT_UNROLL``), the derivative's loops keep the backend's default, and an explicit
@@ -177,6 +240,7 @@ def test_reset_after_gru_forward_unrolls_by_default(parts, scan_unrolls):
         # Last the partitioned loop; before it only the shape checks' trace of one sequence.
         assert seen[-1] == forward and set(seen[:-1]) <= {derivative}, (unroll, seen)
         seen.clear()
-        jax.grad(lambda p, layer=layer: jnp.sum(layer.apply(p, x)))(params)
+        with _taking_the_loop(saving=True):  # the derivative's forward: its loops' default
+            jax.grad(lambda p, layer=layer: jnp.sum(layer.apply(p, x)))(params)
         assert seen and set(seen) == {derivative}, (unroll, seen)
     assert _partitioned._DEFAULT_UNROLL["gru_reset_after"] == 4
