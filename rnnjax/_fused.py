@@ -211,6 +211,20 @@ def _masked(valid, new, old):
     return new, jnp.where(valid, new.h, jnp.zeros_like(new.h))
 
 
+def _saving_scan(update, cell, params, xs, state, valid, feature_major, reverse, unroll):
+    """The derivative's forward loop: ``(final, (ys, previous, residuals))``, stacked ``[T, ...]``
+    (``previous``: the state entering each step; ``residuals``: ``update``'s)."""
+    loop_params = _layout.params_for_loop(params, feature_major)
+
+    def body(carry, inputs):
+        x_t, valid_t = inputs
+        new, residuals = update(loop_params, carry, cell.project_inputs(loop_params, x_t))
+        new, y = _masked(valid_t, _cells._cast_like(new, carry), carry)
+        return new, (y, carry, residuals)
+
+    return lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+
+
 def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     """Run the built-in ``cell`` over ``xs [T, ..., D]`` from ``state``.
 
@@ -222,8 +236,8 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     ``x_t`` inside the loop: on XLA:CPU that beats one hoisted ``[T*B, D] x [D, G*H]`` matmul,
     whose ``[T, B, G*H]`` result must be stored and transposed (measured in
     ``experiments/benchmarks``); the derivative still hoists the input terms out of the loop.
-    ``unroll`` is a checked value or ``None`` (each loop's default: ``rnnjax._checks.unroll``,
-    or the partitioned forward's own).
+    ``unroll`` is a checked value or ``None`` (each loop's default: ``rnnjax._checks.unroll``;
+    the partitioned primal takes its own, the derivative's loops the backend's).
     """
     kind, config = fast_kind(cell), cell.config
     loop_unroll = _checks.unroll(unroll)
@@ -251,22 +265,14 @@ def scan(cell, params, xs, state, valid, *, reverse: bool, unroll):
     def rule(primals, tangents):
         params, xs, state, valid = primals
         d_params, d_xs, d_state, _ = tangents
-        loop_params = _layout.params_for_loop(params, feature_major)
-
-        def body(carry, inputs):
-            x_t, valid_t = inputs
-            new, residuals = update(loop_params, carry, cell.project_inputs(loop_params, x_t))
-            new, y = _masked(valid_t, _cells._cast_like(new, carry), carry)
-            return new, (y, carry, residuals)
-
         if _partitioned.saves(kind, xs, cell.hidden_size):
             final, ys, previous, residuals = _partitioned.forward(
                 kind, params, xs, state, valid,
                 dtype=config.get("dtype"), reverse=reverse, unroll=loop_unroll, saved=True,
             )  # fmt: skip
         else:
-            final, (ys, previous, residuals) = lax.scan(
-                body, state, (xs, valid), reverse=reverse, unroll=loop_unroll
+            final, (ys, previous, residuals) = _saving_scan(
+                update, cell, params, xs, state, valid, feature_major, reverse, loop_unroll
             )
         d_in, d_hn = _step_inputs(
             kind, params, d_params, xs, d_xs, previous, residuals, config.get("dtype")

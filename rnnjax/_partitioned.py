@@ -233,7 +233,7 @@ def forward(kind: str, params, xs, state, valid, *, dtype, reverse: bool, unroll
     batch ``xs [T, B, D]`` (state leaves ``[B, H]``, ``valid [T, B]`` or ``None``):
     ``(final_state, ys [T, B, H])``, computed in hidden-unit parts on feature-major arrays (see
     the module docstring). ``unroll=None`` takes the kind's measured default
-    (``_DEFAULT_UNROLL``).
+    (``_DEFAULT_UNROLL``; the derivative passes its loops' own value).
 
     With ``saved`` (the derivative's forward, where :func:`saves`), also what the fused rule
     keeps per step: ``(final, ys, previous, residuals)``, ``previous`` the state entering each

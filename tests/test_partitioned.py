@@ -2,10 +2,11 @@
 
 ``rnnjax.rnn`` evaluated without differentiation runs the LSTM (``B >= 16``), the seed-form GRU
 (``B >= 8``) and the reset-after GRU (``16 <= B <= 128``) through this loop on XLA:CPU
-(``H >= 256``, two or more cores). The oracle is
-the step-by-step path (the same cell with ``recur`` wrapped, so neither fused nor partitioned),
-vmapped over the batch; the part count is forced to 2-4 so that every split is exercised on any
-machine.
+(``H >= 256``, two or more cores); differentiated, the LSTM (``B <= 64``) and the reset-after
+GRU (``B <= 32``) run the derivative's forward through it too, storing what the backward loop
+reads. The oracle is the step-by-step path (the same cell with ``recur`` wrapped, so neither
+fused nor partitioned), vmapped over the batch; the part count is forced to 2-4 and every cell
+made to store through the loop, so that every split is exercised on any machine.
 """
 
 import contextlib
@@ -33,6 +34,9 @@ def parts(monkeypatch):
             _partitioned, "_BATCHES", {kind: (1, None) for kind in _partitioned._BATCHES}
         )
         monkeypatch.setattr(_partitioned, "_MIN_HIDDEN", 1)
+        monkeypatch.setattr(
+            _partitioned, "_SAVING_BATCHES", {kind: 10**9 for kind in _partitioned._BATCHES}
+        )
         monkeypatch.setattr(_partitioned, "num_parts", lambda hidden: count)
 
     return force
@@ -101,10 +105,7 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths,
         assert float(jnp.max(jnp.abs(ys[2, int(lengths[2]) :]))) == 0.0
 
 
-SAVING = {name: CELLS[name] for name in _partitioned._SAVING_BATCHES}
-
-
-@pytest.mark.parametrize("cell", SAVING.values(), ids=SAVING)
+@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize(
     ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
@@ -145,8 +146,10 @@ def test_derivative_through_partitioned_forward_equals_plain(
         grads = jax.grad(loss(layer), argnums=(0, 1, 2))(*args)
     jax.tree_util.tree_map(assert_close, grads, jax.grad(loss(plain), argnums=(0, 1, 2))(*args))
     check_grads(loss(layer), args, order=1, modes=("fwd", "rev"))
-    if lengths is None and count == 2:
-        check_grads(loss(layer), args, order=2, modes=("rev",))
+    if count == 2 and (lengths is None or reverse):
+        # eps 1e-5: at the default 1e-4 the finite differences of the reversed, masked seed GRU
+        # miss by 1.3e-5 relative, on the plain path as much as here.
+        check_grads(loss(layer), args, order=2, modes=("rev",), eps=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
@@ -164,6 +167,20 @@ def test_partitioned_forward_bfloat16_matmuls(parts, cell):
     assert ys.dtype == ys_plain.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(ys - ys_plain))) < 2e-2
 
+    def loss(layer):
+        return lambda params: jnp.sum(jnp.sin(layer.apply(params, x)))
+
+    with _taking_the_loop(saving=True):
+        grads = jax.grad(loss(layer))(params)
+    for leaf, leaf_plain in zip(
+        jax.tree_util.tree_leaves(grads),
+        jax.tree_util.tree_leaves(jax.grad(loss(plain))(params)),
+        strict=True,
+    ):
+        assert leaf.dtype == leaf_plain.dtype == jnp.float32
+        scale = float(jnp.max(jnp.abs(leaf_plain)))
+        assert float(jnp.max(jnp.abs(leaf - leaf_plain))) < 3e-2 * max(scale, 1.0)
+
 
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
 def test_partitioned_forward_under_jit_and_vmap_of_layers(parts, cell):
@@ -176,6 +193,15 @@ def test_partitioned_forward_under_jit_and_vmap_of_layers(parts, cell):
     with _taking_the_loop():
         ys = jax.jit(jax.vmap(layer.apply, in_axes=(None, 0)))(params, x)
     assert_close(ys, jax.vmap(plain.apply, in_axes=(None, 0))(params, x), dtype=jnp.float32)
+
+    def loss(layer):
+        return lambda params: jnp.sum(jnp.sin(jax.vmap(layer.apply, in_axes=(None, 0))(params, x)))
+
+    with _taking_the_loop(saving=True):
+        grads = jax.jit(jax.grad(loss(layer)))(params)
+    jax.tree_util.tree_map(
+        partial(assert_close, dtype=jnp.float32), grads, jax.grad(loss(plain))(params)
+    )
 
 
 def test_num_parts(monkeypatch):
