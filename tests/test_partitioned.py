@@ -75,15 +75,10 @@ CELLS = {
 }
 
 
-@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
-@pytest.mark.parametrize("count", [2, 3, 4])
-@pytest.mark.parametrize(
-    ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
-)
-def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths, reverse):
-    parts(count)
-    hidden = 12
-    cell = cell(hidden)
+def _problem(cell, count, lengths, reverse):
+    """``(layer, plain, (params, x, initial_state), lengths)``: a 12-unit ``cell`` as a float64
+    layer and its step-by-step twin, with perturbed params, a batch of 3 and a random state."""
+    cell = cell(12)
     layer, plain = (
         rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
         for core in (cell, _plain(cell))
@@ -95,7 +90,17 @@ def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths,
         lambda s: s + jax.random.normal(jax.random.fold_in(key, 2), s.shape, s.dtype),
         cell.initial_state((3,), jnp.float64),
     )
-    lengths = None if lengths is None else jnp.array(lengths)
+    return layer, plain, (params, x, state), None if lengths is None else jnp.array(lengths)
+
+
+@pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
+@pytest.mark.parametrize("count", [2, 3, 4])
+@pytest.mark.parametrize(
+    ("lengths", "reverse"), [(None, False), ((5, 2, 0), False), ((5, 3, 1), True)]
+)
+def test_partitioned_forward_equals_plain_scan(x64, parts, cell, count, lengths, reverse):
+    parts(count)
+    layer, plain, (params, x, state), lengths = _problem(cell, count, lengths, reverse)
     with _taking_the_loop():
         ys, final = layer.apply(params, x, lengths, initial_state=state)
     ys_plain, final_plain = plain.apply(params, x, lengths, initial_state=state)
@@ -117,20 +122,7 @@ def test_derivative_through_partitioned_forward_equals_plain(
     the gradients for params, inputs and initial state equal plain autodiff's, and both modes
     pass ``check_grads`` (second order too, which differentiates that loop itself)."""
     parts(count)
-    hidden = 12
-    cell = cell(hidden)
-    layer, plain = (
-        rnnjax.rnn(core, return_sequences=True, return_state=True, reverse=reverse)
-        for core in (cell, _plain(cell))
-    )
-    key = jax.random.key(count)
-    params = _perturbed(layer.init(key, (5, 3)), key, jnp.float64)
-    x = jax.random.normal(jax.random.fold_in(key, 1), (3, 5, 3), jnp.float64)
-    state = jax.tree_util.tree_map(
-        lambda s: s + jax.random.normal(jax.random.fold_in(key, 2), s.shape, s.dtype),
-        cell.initial_state((3,), jnp.float64),
-    )
-    lengths = None if lengths is None else jnp.array(lengths)
+    layer, plain, args, lengths = _problem(cell, count, lengths, reverse)
 
     def loss(layer):
         def value(params, x, state):
@@ -141,7 +133,6 @@ def test_derivative_through_partitioned_forward_equals_plain(
 
         return value
 
-    args = (params, x, state)
     with _taking_the_loop(saving=True):
         grads = jax.grad(loss(layer), argnums=(0, 1, 2))(*args)
     jax.tree_util.tree_map(assert_close, grads, jax.grad(loss(plain), argnums=(0, 1, 2))(*args))
