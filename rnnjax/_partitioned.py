@@ -152,7 +152,9 @@ def _join_state(state):
 
 
 def _lstm_step(weights, carry, x_t, dtype):
-    """One LSTM step of every part: ``z = [W_x; W_h]_j^T [x_t; h] + b_j``, then the gates."""
+    """One LSTM step of every part: ``z = [W_x; W_h]_j^T [x_t; h] + b_j``, then the gates.
+    Each step function returns, per part, ``(new state, residuals)`` as ``rnnjax._cells``'s
+    updates do (``[H/P, B]`` leaves)."""
     w_both, b = weights
     h = jnp.concatenate(carry.h, axis=0)
     both = _stacked(x_t.T, h)

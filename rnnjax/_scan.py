@@ -76,7 +76,8 @@ def scan(
       unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` picks the measured best
         for ``jax.default_backend()`` when traced: 8 on a GPU (kernel launches dominate a step
         there), 1 on CPU and elsewhere, except 4 in the reset-after GRU's partitioned forward on
-        CPU (``rnnjax._partitioned``). Pass an int to choose it yourself.
+        CPU when it is not differentiated (``rnnjax._partitioned``). Pass an int to choose it
+        yourself.
       remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
         the gates, trading compute for memory.
       remat_chunk: checkpoint the loop in chunks of this many steps: BPTT keeps one carry per

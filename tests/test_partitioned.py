@@ -93,6 +93,17 @@ def _problem(cell, count, lengths, reverse):
     return layer, plain, (params, x, state), None if lengths is None else jnp.array(lengths)
 
 
+def _sequence_loss(layer, lengths):
+    """``loss(params, x, state)`` reading every output and the final state: ``sum(sin(ys))``
+    plus the squares of the final state."""
+
+    def loss(params, x, state):
+        ys, final = layer.apply(params, x, lengths, initial_state=state)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final))
+
+    return loss
+
+
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS)
 @pytest.mark.parametrize("count", [2, 3, 4])
 @pytest.mark.parametrize(
@@ -122,20 +133,11 @@ def test_derivative_through_partitioned_forward_equals_plain(
     pass ``check_grads``."""
     parts(count)
     layer, plain, args, lengths = _problem(cell, count, lengths, reverse)
-
-    def loss(layer):
-        def value(params, x, state):
-            ys, final = layer.apply(params, x, lengths, initial_state=state)
-            return jnp.sum(jnp.sin(ys)) + sum(
-                jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final)
-            )
-
-        return value
-
+    loss, plain_loss = _sequence_loss(layer, lengths), _sequence_loss(plain, lengths)
     with _taking_the_loop(saving=True):
-        grads = jax.grad(loss(layer), argnums=(0, 1, 2))(*args)
-    jax.tree_util.tree_map(assert_close, grads, jax.grad(loss(plain), argnums=(0, 1, 2))(*args))
-    check_grads(loss(layer), args, order=1, modes=("fwd", "rev"))
+        grads = jax.grad(loss, argnums=(0, 1, 2))(*args)
+    jax.tree_util.tree_map(assert_close, grads, jax.grad(plain_loss, argnums=(0, 1, 2))(*args))
+    check_grads(loss, args, order=1, modes=("fwd", "rev"))
 
 
 @pytest.mark.slow
@@ -144,11 +146,7 @@ def test_derivative_through_partitioned_forward_second_order(x64, parts, cell):
     """Second order through the parts (reversed, masked): it differentiates the storing loop."""
     parts(2)
     layer, _, args, lengths = _problem(cell, 2, (5, 3, 1), True)
-
-    def loss(params, x, state):
-        ys, final = layer.apply(params, x, lengths, initial_state=state)
-        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final))
-
+    loss = _sequence_loss(layer, lengths)
     with _taking_the_loop(saving=True):
         jax.grad(loss)(*args)
     # eps 1e-5: at the default 1e-4 the finite differences of the seed GRU miss by 1.3e-5
