@@ -92,6 +92,7 @@ def test_report_renders_markdown_tables(results):
     _, data = results
     text = report.markdown(data)
     assert "| cell | framework |" in text and "rnnjax_plain" in text and "Linear cost in T" in text
+    assert "fwd+bwd page faults |" in text and "llocator" in text
     assert "| cell | shape | mode | rnnjax vs torch | rnnjax vs flax |" in text
     assert re.search(
         r"\| lstm \| B=\d+ T=\d+ D=\d+ H=\d+ \| forward \| [\d.]+x \([\d.]+-[\d.]+\) \|", text
@@ -120,6 +121,44 @@ def test_spread_table_shows_ratio_and_quartiles():
     assert "| gru | B=4 T=8 D=2 H=3 | forward | 1.50x (1.25-1.75) | 0.90x (0.80-1.00) |" in text
     assert text.count("| gru |") == 1  # rnnjax's rows only
     assert report.spread_table([{k: v for k, v in row.items() if "_q" not in k}]) == []
+
+
+def test_interleaved_counts_the_pages_each_call_touches_first(monkeypatch):
+    """A call that allocates and fills a fresh 64 MiB array (above glibc's largest mmap
+    threshold, so fresh pages every call) faults far more than one that allocates nothing."""
+    if _timing.resource is None:
+        pytest.skip("this OS reports no page faults")
+    stats = _timing.interleaved(
+        {"fresh": lambda: np.ones(16 * 2**20, np.float32), "none": lambda: None}, rounds=3
+    )
+    assert stats["fresh"]["page_faults"] > stats["none"]["page_faults"]
+    assert stats["none"]["page_faults"] <= 16
+    monkeypatch.setattr(_timing, "resource", None)
+    assert _timing.interleaved({"none": lambda: None}, rounds=2)["none"]["page_faults"] is None
+
+
+def test_machine_records_the_allocator_settings_and_the_report_names_them(monkeypatch):
+    """Allocator variables change every framework's times (unequally), so a result says which
+    were set; results from before the field existed print nothing about it."""
+    for name in _timing.ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert _timing.allocator_environment() == {}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "")  # set but empty: not a setting
+    assert _timing.allocator_environment() == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    machine = {
+        "cpu_model": "cpu", "cores": 2, "cpu_flags": ["avx2"], "torch_threads": 2,
+        "versions": {"jax": "j", "torch": "t", "flax": "f", "equinox": "e"},
+    }  # fmt: skip
+
+    def line(**fields):
+        return report._machine_line({"device": "cpu", "machine": {**machine, **fields}})
+
+    assert "Allocator settings: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`." in line(
+        allocator=_timing.allocator_environment()
+    )
+    assert "Allocator: the C library's defaults." in line(allocator={})
+    assert "llocator" not in line()
 
 
 def test_linearity_flags_quadratic_cost():

@@ -6,12 +6,20 @@ the statistics are medians over rounds. Each contender's per-round times are kep
 ratio can be taken within each round (the contenders of one round ran back to back, under the
 same load) and its spread reported. Warm-up calls (which include compilation) are excluded;
 compile time is measured separately by the runners. Wall time and process CPU time are both kept:
-CPU time is less sensitive to other processes taking turns on the cores.
+CPU time is less sensitive to other processes taking turns on the cores. So are the memory pages
+each call first touched (minor page faults, where the OS reports them): a call that allocates its
+buffers afresh pays for every page, a cost that depends on the allocator, not the code (README,
+"Allocator settings").
 """
 
 import os
 import platform
 import time
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 from collections.abc import Callable, Mapping
 
 import jax
@@ -35,14 +43,20 @@ def flops(cell: str, batch: int, steps: int, inputs: int, hidden: int, mode: str
     return forward if mode == "forward" else 3.0 * forward
 
 
+def _minor_faults() -> int | None:
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved(
     functions: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1
 ) -> dict[str, dict]:
     """Time each zero-argument function ``rounds`` times, interleaved, after ``warmup`` calls.
 
     Returns:
-      ``{name: {"median_ms", "min_ms", "cpu_median_ms", "rounds", "round_ms"}}``, ``round_ms``
-      the wall time of every round in order (for :func:`paired_ratios`).
+      ``{name: {"median_ms", "min_ms", "cpu_median_ms", "page_faults", "rounds", "round_ms"}}``,
+      ``round_ms`` the wall time of every round in order (for :func:`paired_ratios`),
+      ``page_faults`` the median count of minor page faults per call (``None`` where the OS
+      does not count them; one fault maps a 4 KiB page, or a 2 MiB one under huge pages).
     """
     names = list(functions)
     for name in names:
@@ -50,18 +64,23 @@ def interleaved(
             functions[name]()
     wall = {name: [] for name in names}
     cpu = {name: [] for name in names}
+    faults = {name: [] for name in names}
     for index in range(rounds):
         # Rotate the order so no contender always runs right after the same neighbour.
         for name in names[index % len(names) :] + names[: index % len(names)]:
+            start_faults = _minor_faults()
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             functions[name]()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start_wall)
+            if start_faults is not None:
+                faults[name].append(_minor_faults() - start_faults)
     return {
         name: {
             "median_ms": 1e3 * float(np.median(wall[name])),
             "min_ms": 1e3 * float(np.min(wall[name])),
             "cpu_median_ms": 1e3 * float(np.median(cpu[name])),
+            "page_faults": float(np.median(faults[name])) if faults[name] else None,
             "rounds": rounds,
             "round_ms": [round(1e3 * seconds, 3) for seconds in wall[name]],
         }
@@ -130,8 +149,27 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+# Environment variables that change how the process allocates memory. Each call of a compiled
+# program allocates its temporaries afresh; glibc serves large ones with a fresh mmap, whose every
+# page faults on first touch, and in this project's VM those faults are a large share of a
+# forward+backward (README, "Allocator settings"). They speed up every framework, unequally.
+ALLOCATOR_VARIABLES = (
+    "GLIBC_TUNABLES",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
+    "LD_PRELOAD",
+)
+
+
+def allocator_environment() -> dict:
+    """The allocator variables of :data:`ALLOCATOR_VARIABLES` that are set, ``{name: value}``."""
+    return {name: os.environ[name] for name in ALLOCATOR_VARIABLES if os.environ.get(name)}
+
+
 def machine() -> dict:
-    """CPU model and vector extensions, cores, load, versions of every framework benchmarked."""
+    """CPU model and vector extensions, cores, load, versions of every framework benchmarked,
+    XLA flags and the allocator settings in the environment."""
     import equinox
     import flax
     import jaxlib
@@ -153,4 +191,5 @@ def machine() -> dict:
         },
         "torch_threads": torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS"),
+        "allocator": allocator_environment(),
     }

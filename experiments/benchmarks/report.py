@@ -23,12 +23,21 @@ def _machine_line(results: dict) -> str:
     stamp = results.get("stamp", {})
     load = machine.get("load_average")
     load_text = f", load average {load[0]:.1f} at start" if load else ""
+    allocator = machine.get("allocator")  # absent from results written before it was recorded
+    if allocator is None:
+        allocator_text = ""
+    elif allocator:
+        settings = ", ".join(f"`{name}={value}`" for name, value in allocator.items())
+        allocator_text = f" Allocator settings: {settings}."
+    else:
+        allocator_text = " Allocator: the C library's defaults."
     return (
         f"{machine['cpu_model']} ({machine['cores']} cores{load_text}; "
         f"{' '.join(machine['cpu_flags'][:4])}), device {results['device']}; "
         f"jax {versions['jax']}, "
         f"torch {versions['torch']} ({machine['torch_threads']} threads), flax {versions['flax']}, "
         f"equinox {versions['equinox']}."
+        + allocator_text
         + (f" Command: `{stamp['command']}`, commit {stamp.get('git_commit')}." if stamp else "")
     )
 
@@ -77,13 +86,25 @@ def _ms(value: float) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
+def _faults(row) -> str:
+    faults = row.get("page_faults")
+    return "" if faults is None else f"{faults:.0f}"
+
+
 def comparison_tables(rows: list[dict]) -> list[str]:
     """One table per shape: rows are (cell, framework), columns forward and forward+backward."""
     lines = []
     shapes = sorted({(r["B"], r["T"], r["D"], r["H"]) for r in rows})
+    # Results written before page faults were counted have no such column.
+    faults = any(r.get("page_faults") is not None for r in rows)
     for shape in shapes:
-        lines.append(f"\n**B={shape[0]}, T={shape[1]}, D={shape[2]}, H={shape[3]}** "
-                     "(median ms; speedup = other's time / this time)\n")  # fmt: skip
+        lines.append(
+            f"\n**B={shape[0]}, T={shape[1]}, D={shape[2]}, H={shape[3]}** (median ms; speedup = "
+            "other's time / this time"
+            + ("; page faults: median minor faults per call, each a first touch of a fresh page"
+               if faults else "")
+            + ")\n"
+        )  # fmt: skip
         table = []
         # On a GPU: a column against cuDNN through jax.experimental.rnn (LSTM only).
         cudnn = any("speedup_vs_jax_cudnn" in r for r in rows)
@@ -106,13 +127,14 @@ def comparison_tables(rows: list[dict]) -> list[str]:
                 _speedup(backward, "torch"), _speedup(backward, "flax"),
                 *([_speedup(backward, "jax_cudnn")] if cudnn else []),
                 _speedup(backward, "rnnjax_plain"),
+                *([_faults(backward)] if faults else []),
             ])  # fmt: skip
         header = [
             "cell", "framework", "fwd ms", "fwd GFLOP/s (of GEMM)", "fwd vs torch", "fwd vs flax",
             *(["fwd vs jax cuDNN"] if cudnn else []),
             "fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd vs torch", "fwd+bwd vs flax",
             *(["fwd+bwd vs jax cuDNN"] if cudnn else []),
-            "fwd+bwd vs plain rnnjax",
+            "fwd+bwd vs plain rnnjax", *(["fwd+bwd page faults"] if faults else []),
         ]  # fmt: skip
         lines.append(markdown_table(header, table))
     return lines
