@@ -236,3 +236,39 @@ def test_profile_runs_and_reports_both_frameworks(tmp_path):
         assert entry["torch_ops"]
     summary = (tmp_path / "summary.md").read_text()
     assert "| recurrent matmuls |" in summary and "costliest PyTorch ops" in summary
+
+
+@pytest.mark.slow  # two fresh processes import jax, torch and flax (~30 s)
+def test_allocator_benchmark_runs_each_setting_in_its_own_process(tmp_path):
+    from experiments.benchmarks import allocator
+
+    config = {**allocator.SIZES["tiny"], "size": "tiny", "seed": 0}
+    results = allocator.run(config, tmp_path)
+    # Each worker saw exactly its setting's variables, whatever this process has set.
+    assert [(r["setting"], r["allocator"]) for r in results["runs"]] == [
+        (name, allocator.SETTINGS[name]) for name in config["settings"]
+    ]
+    for process in results["runs"]:
+        assert {(r["framework"], r["mode"]) for r in process["rows"]} == {
+            (name, mode)
+            for name in allocator.FRAMEWORKS
+            for mode in ("forward", "forward_backward")
+        }
+    summary = results["summary"]
+    assert len(summary) == 2 * 2  # settings x modes, one shape and cell
+    for row in summary:
+        assert row["processes"] == 1 and row["rnnjax_ms"] > 0
+        process = next(r for r in results["runs"] if r["setting"] == row["setting"])
+        ms = {r["framework"]: r["median_ms"] for r in process["rows"] if r["mode"] == row["mode"]}
+        assert row["speedup_vs_torch"] == pytest.approx(ms["torch"] / ms["rnnjax"])
+    text = (tmp_path / "summary.md").read_text()
+    assert "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`" in text
+    assert "| glibc defaults | lstm |" in text
+
+
+def test_allocator_worker_failure_is_reported_with_its_setting(monkeypatch):
+    from experiments.benchmarks import allocator
+
+    monkeypatch.setattr(allocator.sys, "executable", "false")
+    with pytest.raises(RuntimeError, match="worker for setting 'huge pages' failed"):
+        allocator._run_worker({}, "huge pages")
