@@ -2,6 +2,7 @@
 competitor ran, the report renders. No timing assertions (the machine is shared)."""
 
 import json
+import os
 import re
 
 import jax
@@ -125,9 +126,11 @@ def test_spread_table_shows_ratio_and_quartiles():
 
 def test_interleaved_counts_the_pages_each_call_touches_first(monkeypatch):
     """A call that allocates and fills a fresh 64 MiB array (above glibc's largest mmap
-    threshold, so fresh pages every call) faults far more than one that allocates nothing."""
+    threshold, so fresh pages every call) faults more than one that allocates nothing."""
     if _timing.resource is None:
         pytest.skip("this OS reports no page faults")
+    if _timing.allocator_environment():  # e.g. high thresholds: the array reuses heap pages
+        pytest.skip("allocator settings in the environment")
     stats = _timing.interleaved(
         {"fresh": lambda: np.ones(16 * 2**20, np.float32), "none": lambda: None}, rounds=3
     )
@@ -140,12 +143,18 @@ def test_interleaved_counts_the_pages_each_call_touches_first(monkeypatch):
 def test_machine_records_the_allocator_settings_and_the_report_names_them(monkeypatch):
     """Allocator variables change every framework's times (unequally), so a result says which
     were set; results from before the field existed print nothing about it."""
-    for name in _timing.ALLOCATOR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if _timing.is_allocator_variable(name):
+            monkeypatch.delenv(name)
     assert _timing.allocator_environment() == {}
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setenv("MALLOC_CONF", "background_thread:true")  # jemalloc's, by prefix
     monkeypatch.setenv("MALLOC_ARENA_MAX", "")  # set but empty: not a setting
-    assert _timing.allocator_environment() == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    monkeypatch.setenv("MALLORY", "1")  # not an allocator variable
+    assert _timing.allocator_environment() == {
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+        "MALLOC_CONF": "background_thread:true",
+    }
     machine = {
         "cpu_model": "cpu", "cores": 2, "cpu_flags": ["avx2"], "torch_threads": 2,
         "versions": {"jax": "j", "torch": "t", "flax": "f", "equinox": "e"},
@@ -154,11 +163,28 @@ def test_machine_records_the_allocator_settings_and_the_report_names_them(monkey
     def line(**fields):
         return report._machine_line({"device": "cpu", "machine": {**machine, **fields}})
 
-    assert "Allocator settings: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`." in line(
-        allocator=_timing.allocator_environment()
+    assert (
+        "Allocator settings: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, "
+        "`MALLOC_CONF=background_thread:true`." in line(allocator=_timing.allocator_environment())
     )
     assert "Allocator: the C library's defaults." in line(allocator={})
     assert "llocator" not in line()
+
+
+def test_comparison_tables_show_page_faults_only_where_counted():
+    def row(framework, mode, ms, faults):
+        return {
+            "framework": framework, "cell": "lstm", "mode": mode, "B": 2, "T": 3, "D": 1, "H": 4,
+            "median_ms": ms, "gflops": 1.0, "gemm_fraction": 0.5, "page_faults": faults,
+        }  # fmt: skip
+
+    rows = [row("rnnjax", "forward", 1.0, 0.0), row("rnnjax", "forward_backward", 3.0, 1234.0)]
+    text = "\n".join(report.comparison_tables(rows))
+    assert text.splitlines()[3].endswith("| fwd+bwd vs plain rnnjax | fwd+bwd page faults |")
+    assert text.rstrip().endswith("| 1234 |")
+    before = [{k: v for k, v in r.items() if k != "page_faults"} for r in rows]  # older results
+    text = "\n".join(report.comparison_tables(before))
+    assert "page faults" not in text and text.rstrip().endswith("|  |")
 
 
 def test_linearity_flags_quadratic_cost():
@@ -239,12 +265,12 @@ def test_profile_runs_and_reports_both_frameworks(tmp_path):
 
 
 @pytest.mark.slow  # two fresh processes import jax, torch and flax (~30 s)
-def test_allocator_benchmark_runs_each_setting_in_its_own_process(tmp_path):
+def test_allocator_benchmark_runs_each_setting_in_its_own_process(tmp_path, monkeypatch):
     from experiments.benchmarks import allocator
 
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the workers must not inherit it
     config = {**allocator.SIZES["tiny"], "size": "tiny", "seed": 0}
     results = allocator.run(config, tmp_path)
-    # Each worker saw exactly its setting's variables, whatever this process has set.
     assert [(r["setting"], r["allocator"]) for r in results["runs"]] == [
         (name, allocator.SETTINGS[name]) for name in config["settings"]
     ]
@@ -254,21 +280,67 @@ def test_allocator_benchmark_runs_each_setting_in_its_own_process(tmp_path):
             for name in allocator.FRAMEWORKS
             for mode in ("forward", "forward_backward")
         }
-    summary = results["summary"]
-    assert len(summary) == 2 * 2  # settings x modes, one shape and cell
-    for row in summary:
-        assert row["processes"] == 1 and row["rnnjax_ms"] > 0
-        process = next(r for r in results["runs"] if r["setting"] == row["setting"])
-        ms = {r["framework"]: r["median_ms"] for r in process["rows"] if r["mode"] == row["mode"]}
-        assert row["speedup_vs_torch"] == pytest.approx(ms["torch"] / ms["rnnjax"])
+    assert len(results["summary"]) == 2 * 2  # settings x modes, one shape and cell
     text = (tmp_path / "summary.md").read_text()
-    assert "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`" in text
-    assert "| glibc defaults | lstm |" in text
+    assert "| huge pages | `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` |" in text
+    assert "| glibc defaults | lstm |" in text and "| huge pages | lstm |" in text
 
 
-def test_allocator_worker_failure_is_reported_with_its_setting(monkeypatch):
+def _allocator_run(setting, repeat, times, faults=None):
+    """A worker's result: ``times`` is ``{(framework, mode): ms}``."""
+    return {
+        "setting": setting, "repeat": repeat,
+        "rows": [
+            {"framework": name, "mode": mode, "cell": "lstm", "B": 2, "T": 3, "D": 1, "H": 4,
+             "median_ms": ms, "page_faults": faults}
+            for (name, mode), ms in times.items()
+        ],
+    }  # fmt: skip
+
+
+def test_allocator_summary_takes_ratios_within_processes_and_gains_by_repeat():
+    """Three repeats whose median of ratios differs from the ratio of medians."""
     from experiments.benchmarks import allocator
 
-    monkeypatch.setattr(allocator.sys, "executable", "false")
+    def times(rnnjax, torch, flax):
+        return {
+            ("rnnjax", "forward"): rnnjax,
+            ("torch", "forward"): torch,
+            ("flax", "forward"): flax,
+        }
+
+    runs = [
+        _allocator_run("glibc defaults", 0, times(10, 10, 20), faults=100),
+        _allocator_run("glibc defaults", 1, times(20, 60, 20), faults=300),
+        _allocator_run("glibc defaults", 2, times(40, 40, 20), faults=200),
+        _allocator_run("huge pages", 0, times(5, 10, 10)),
+        _allocator_run("huge pages", 1, times(20, 20, 10)),
+        _allocator_run("huge pages", 2, times(10, 40, 10)),
+    ]
+    base, huge = allocator.summarise(runs, baseline="glibc defaults")
+    assert base["rnnjax_ms"] == 20 and base["torch_ms"] == 40  # medians of the medians
+    # Within each process torch / rnnjax: 1, 3, 1 (the medians' ratio would be 2).
+    assert base["speedup_vs_torch"] == {"median": 1.0, "min": 1.0, "max": 3.0}
+    assert base["rnnjax_page_faults"] == 200 and "rnnjax_gain" not in base
+    # Gains paired by repeat: 10/5, 20/20, 40/10 -> 2, 1, 4 (the medians' ratio would be 2).
+    assert huge["rnnjax_gain"] == {"median": 2.0, "min": 1.0, "max": 4.0}
+    assert huge["flax_gain"] == {"median": 2.0, "min": 2.0, "max": 2.0}
+    assert huge["rnnjax_page_faults"] is None  # an OS that counts none
+    text = allocator.markdown({
+        "config": {"settings": list(allocator.SETTINGS), "repeats": 3, "rounds": 1},
+        "summary": [base, huge],
+    })  # fmt: skip
+    assert (
+        "| huge pages | lstm | 10 | 20 | 10 | 2.00x (1.00-4.00) | 1.00x (0.50-2.00) "
+        "| 2.00x (1.00-4.00) | 1.00x (1.00-3.00) | 2.00x |" in text
+    )
+    assert (
+        "| glibc defaults | lstm | 20 | 40 | 20 | 1.00x (1.00-3.00) | 1.00x (0.50-2.00) |" in text
+    )
+
+
+def test_allocator_worker_failure_is_reported_with_its_setting():
+    from experiments.benchmarks import allocator
+
     with pytest.raises(RuntimeError, match="worker for setting 'huge pages' failed"):
-        allocator._run_worker({}, "huge pages")
+        allocator._run_worker({}, "huge pages", module="experiments.no_such_module")

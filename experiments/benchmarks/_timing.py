@@ -15,16 +15,16 @@ buffers afresh pays for every page, a cost that depends on the allocator, not th
 import os
 import platform
 import time
-
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None
 from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+try:
+    import resource
+except ImportError:  # absent on Windows: page faults are then not counted
+    resource = None
 
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 
@@ -149,22 +149,28 @@ def _cpu_flags() -> list[str]:
     return []
 
 
-# Environment variables that change how the process allocates memory. Each call of a compiled
-# program allocates its temporaries afresh; glibc serves large ones with a fresh mmap, whose every
-# page faults on first touch, and in this project's VM those faults are a large share of a
-# forward+backward (README, "Allocator settings"). They speed up every framework, unequally.
-ALLOCATOR_VARIABLES = (
-    "GLIBC_TUNABLES",
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_ARENA_MAX",
-    "LD_PRELOAD",
-)
+# Environment variables that change how the process allocates memory: glibc's tunables and
+# MALLOC_*_ settings, jemalloc's MALLOC_CONF, tcmalloc's TCMALLOC_*, macOS's Malloc*, and
+# LD_PRELOAD (which can swap the allocator). Each call of a compiled program allocates its
+# temporaries afresh; glibc serves large ones with fresh pages, each faulting on its first touch,
+# and in this project's VM those faults are a large share of a forward+backward (README,
+# "Allocator settings"). Settings that change this change every framework's times, unequally.
+ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD")
+ALLOCATOR_PREFIXES = ("MALLOC_", "TCMALLOC_", "Malloc")
+
+
+def is_allocator_variable(name: str) -> bool:
+    return name in ALLOCATOR_VARIABLES or name.startswith(ALLOCATOR_PREFIXES)
 
 
 def allocator_environment() -> dict:
-    """The allocator variables of :data:`ALLOCATOR_VARIABLES` that are set, ``{name: value}``."""
-    return {name: os.environ[name] for name in ALLOCATOR_VARIABLES if os.environ.get(name)}
+    """The allocator variables set in this process's environment (non-empty), ``{name: value}``,
+    sorted by name."""
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if value and is_allocator_variable(name)
+    }
 
 
 def machine() -> dict:

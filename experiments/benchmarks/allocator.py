@@ -44,11 +44,12 @@ SETTINGS = {
     "high thresholds": _THRESHOLDS,
     "one arena, high thresholds": {"MALLOC_ARENA_MAX": "1", **_THRESHOLDS},
 }
-"""Each setting's environment variables (on top of an environment without any of
-``_timing.ALLOCATOR_VARIABLES``)."""
+"""Each setting's environment variables, on top of this process's environment stripped of every
+allocator variable (``_timing.is_allocator_variable``). The first is the baseline of the gains."""
 
 FRAMEWORKS = ("rnnjax", "torch", "flax")
 _MARKER = "ALLOCATOR-RESULT "
+_WORKER_TIMEOUT_S = 3600
 
 SIZES = {
     "tiny": {"shapes": [{"B": 2, "T": 5, "D": 3, "H": 4}], "cells": ["lstm"], "rounds": 2,
@@ -64,7 +65,7 @@ SIZES = {
 
 def environment(setting: str) -> dict:
     """This process's environment with the allocator variables of ``setting`` only."""
-    env = {k: v for k, v in os.environ.items() if k not in _timing.ALLOCATOR_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if not _timing.is_allocator_variable(k)}
     return {**env, **SETTINGS[setting]}
 
 
@@ -89,17 +90,20 @@ def worker_rows(config: dict) -> dict:
     return {"allocator": _timing.allocator_environment(), "rows": rows}
 
 
-def _run_worker(config: dict, setting: str) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.benchmarks.allocator",
-        "--worker",
-        json.dumps(config),
-    ]
-    done = subprocess.run(
-        command, env=environment(setting), capture_output=True, text=True, check=False
-    )
+def _run_worker(
+    config: dict, setting: str, module: str = "experiments.benchmarks.allocator"
+) -> dict:
+    """Run ``python -m module --worker CONFIG`` under ``setting``'s environment; its result."""
+    command = [sys.executable, "-m", module, "--worker", json.dumps(config)]
+    try:
+        done = subprocess.run(
+            command, env=environment(setting), capture_output=True, text=True, check=False,
+            timeout=_WORKER_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(
+            f"the worker for setting {setting!r} ran past {_WORKER_TIMEOUT_S} s"
+        ) from error
     lines = [line for line in done.stdout.splitlines() if line.startswith(_MARKER)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(
@@ -113,40 +117,68 @@ def _key(row) -> tuple:
     return (row["cell"], row["B"], row["T"], row["D"], row["H"], row["mode"])
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (setting, shape, cell, mode): each framework's median ms and page faults,
-    and rnnjax's speed-ups over PyTorch and Flax, each the median over the setting's processes
-    (a process's speed-up is its ratio of medians: the contenders ran interleaved in it)."""
-    grouped: dict[tuple, list[dict]] = {}
+def _spread(values: list[float]) -> dict:
+    return {
+        "median": float(np.median(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+    }
+
+
+def summarise(runs: list[dict], baseline: str) -> list[dict]:
+    """One row per (setting, shape, cell, mode), each figure taken over the setting's processes:
+    each framework's median ms and page faults per call (medians), rnnjax's speed-ups over
+    PyTorch and Flax (within each process, the contenders having run interleaved in it) and
+    each framework's gain over ``baseline`` (the baseline's time over this setting's, paired by
+    repeat, since the settings ran in turn), each as ``{"median", "min", "max"}``."""
+    grouped: dict[tuple, dict[int, dict]] = {}
     for run in runs:
-        by_key: dict[tuple, dict] = {}
         for row in run["rows"]:
-            by_key.setdefault(_key(row), {})[row["framework"]] = row
-        for key, frameworks in by_key.items():
-            grouped.setdefault((run["setting"], *key), []).append(frameworks)
+            processes = grouped.setdefault((run["setting"], *_key(row)), {})
+            processes.setdefault(run["repeat"], {})[row["framework"]] = row
     rows = []
-    for (setting, cell, b, t, d, h, mode), processes in grouped.items():
+    for (setting, *key), by_repeat in grouped.items():
+        cell, b, t, d, h, mode = key
+        processes = list(by_repeat.values())
         row = {"setting": setting, "cell": cell, "B": b, "T": t, "D": d, "H": h, "mode": mode,
                "processes": len(processes)}  # fmt: skip
+        base = grouped.get((baseline, *key)) if setting != baseline else None
         for name in FRAMEWORKS:
             row[f"{name}_ms"] = float(np.median([p[name]["median_ms"] for p in processes]))
             faults = [p[name]["page_faults"] for p in processes]
             row[f"{name}_page_faults"] = None if None in faults else float(np.median(faults))
+            if base is not None:
+                row[f"{name}_gain"] = _spread([
+                    base[repeat][name]["median_ms"] / process[name]["median_ms"]
+                    for repeat, process in by_repeat.items() if repeat in base
+                ])  # fmt: skip
         for other in ("torch", "flax"):
-            row[f"speedup_vs_{other}"] = float(
-                np.median([p[other]["median_ms"] / p["rnnjax"]["median_ms"] for p in processes])
+            row[f"speedup_vs_{other}"] = _spread(
+                [p[other]["median_ms"] / p["rnnjax"]["median_ms"] for p in processes]
             )
         rows.append(row)
     return rows
 
 
+def _ratio(spread: dict | None) -> str:
+    if spread is None:
+        return ""
+    if spread["min"] == spread["max"]:
+        return f"{spread['median']:.2f}x"
+    return f"{spread['median']:.2f}x ({spread['min']:.2f}-{spread['max']:.2f})"
+
+
 def markdown(results: dict) -> str:
-    """A table per mode and shape: each setting's times, rnnjax's speed-ups and page faults."""
+    """A table per mode and shape: each setting's times, rnnjax's speed-ups, each framework's
+    gain over the baseline setting, and page faults."""
     config, rows = results["config"], results["summary"]
+    baseline = config["settings"][0]
     lines = [
-        f"Medians over {config['repeats']} process(es) per setting, run alternately; in each, "
-        f"medians of {config['rounds']} interleaved rounds. Speed-up: the other's time / "
-        "rnnjax's, taken within each process. Page faults: minor faults per call.\n",
+        f"Medians over {config['repeats']} process(es) per setting, the settings run in turn; "
+        f"in each process, medians of {config['rounds']} interleaved rounds. Speed-up: the "
+        "other's time / rnnjax's, within each process. Gain: the time under "
+        f"{baseline!r} / the time under this setting, paired by repeat. Brackets: the lowest "
+        "and highest over the processes. Page faults: minor faults per call.\n",
         markdown_table(
             ["setting", "environment"],
             [
@@ -160,7 +192,8 @@ def markdown(results: dict) -> str:
             table = [
                 [r["setting"], r["cell"],
                  *(f"{r[f'{name}_ms']:.3g}" for name in FRAMEWORKS),
-                 f"{r['speedup_vs_torch']:.2f}x", f"{r['speedup_vs_flax']:.2f}x",
+                 _ratio(r["speedup_vs_torch"]), _ratio(r["speedup_vs_flax"]),
+                 *(_ratio(r.get(f"{name}_gain")) for name in FRAMEWORKS),
                  " / ".join("" if r[f"{name}_page_faults"] is None
                             else f"{r[f'{name}_page_faults']:.0f}" for name in FRAMEWORKS)]
                 for r in rows
@@ -177,6 +210,9 @@ def markdown(results: dict) -> str:
                         "Flax ms",
                         "rnnjax vs PyTorch",
                         "rnnjax vs Flax",
+                        "rnnjax gain",
+                        "PyTorch gain",
+                        "Flax gain",
                         "page faults rnnjax / PyTorch / Flax",
                     ],
                     table,
@@ -195,7 +231,7 @@ def run(config: dict, out_dir: Path) -> dict:
             runs.append({"setting": setting, "repeat": repeat, **_run_worker(config, setting)})
             logger.info("%s (round %d) done", setting, repeat + 1)
     results["runs"] = runs
-    results["summary"] = summarise(runs)
+    results["summary"] = summarise(runs, baseline=config["settings"][0])
     path = write_json(out_dir, results)
     write_summary(out_dir, "Allocator settings (CPU)", markdown(results))
     logger.info("wrote %s", path)
