@@ -90,9 +90,13 @@ def check_device(device: str) -> None:
         )
 
 
-def compare(config: dict, device: str, gemm_gflops: float) -> list[dict]:
-    """Every framework on every shape and cell, forward and forward+backward, interleaved."""
-    frameworks = _competitors.GPU_FRAMEWORKS if device == "gpu" else _competitors.CPU_FRAMEWORKS
+def compare(
+    config: dict, device: str, gemm_gflops: float | None, frameworks: tuple | None = None
+) -> list[dict]:
+    """``frameworks`` (default: every one of ``device``) on every shape and cell, forward and
+    forward+backward, interleaved. Without ``gemm_gflops`` the rows carry no ``gemm_fraction``."""
+    if frameworks is None:
+        frameworks = _competitors.GPU_FRAMEWORKS if device == "gpu" else _competitors.CPU_FRAMEWORKS
     rows = []
     for shape in config["shapes"]:
         x = np.random.default_rng(0).standard_normal(
@@ -108,14 +112,18 @@ def compare(config: dict, device: str, gemm_gflops: float) -> list[dict]:
             for (name, mode), stats in times.items():
                 work = _timing.flops(cell, shape["B"], shape["T"], shape["D"], shape["H"], mode)
                 gflops = work / (1e-3 * stats["median_ms"]) / 1e9
-                rows.append({
+                row = {
                     "framework": name, "cell": cell, "mode": mode, **shape, **stats,
                     "compile_s": runners[name].compile_s[mode], "gflops": gflops,
-                    "gemm_fraction": gflops / gemm_gflops,
-                })  # fmt: skip
+                }  # fmt: skip
+                of_gemm = ""
+                if gemm_gflops:
+                    row["gemm_fraction"] = gflops / gemm_gflops
+                    of_gemm = f" ({100 * row['gemm_fraction']:.0f}% of GEMM)"
+                rows.append(row)
                 logger.info(
-                    "%-13s %-10s %-16s %s %9.2f ms %7.1f GFLOP/s (%.0f%% of GEMM)",
-                    name, cell, mode, shape, stats["median_ms"], gflops, 100 * gflops / gemm_gflops,
+                    "%-13s %-10s %-16s %s %9.2f ms %7.1f GFLOP/s%s",
+                    name, cell, mode, shape, stats["median_ms"], gflops, of_gemm,
                 )  # fmt: skip
     _add_ratios(rows)
     return rows

@@ -7,7 +7,8 @@ rnnjax, PyTorch and Flax forward and forward+backward, interleaved as in ``exper
 process starts, so each needs its own process; alternating them spreads the machine's drift over
 all of them. Writes ``results.json`` and ``summary.md`` (default
 ``experiments/results/benchmarks_allocator``): per setting, the median over processes of each
-median time, of the ratios taken within each process, and of the page faults per call.
+median time and of the page faults per call, rnnjax's speed-ups taken within each process and
+each framework's gain over the first setting, paired by repeat (both with their range).
 
 Each call of a compiled forward+backward allocates its temporaries afresh; on Linux, glibc gives
 blocks that large fresh pages from the OS, and each page faults on its first touch. These settings
@@ -32,8 +33,8 @@ from experiments._common import (
     write_json,
     write_summary,
 )
-from experiments.benchmarks import _competitors, _timing
-from experiments.benchmarks.__main__ import PAPER_SHAPES, start
+from experiments.benchmarks import _timing
+from experiments.benchmarks.__main__ import PAPER_SHAPES, compare, start
 
 logger = logging.getLogger("experiments.benchmarks.allocator")
 
@@ -70,23 +71,11 @@ def environment(setting: str) -> dict:
 
 
 def worker_rows(config: dict) -> dict:
-    """In the worker process: ``{"allocator": ..., "rows": [...]}``, one row per (shape, cell,
-    framework, mode) with the median ms, the median page faults per call and the per-round ms."""
+    """In the worker process: ``{"allocator": ..., "rows": [...]}``, the rows of
+    ``experiments.benchmarks``' comparison (median ms, page faults per call, per-round ms, ...)
+    for rnnjax, PyTorch and Flax."""
     start(config, "cpu")
-    rows = []
-    for shape in config["shapes"]:
-        x = np.random.default_rng(0).standard_normal(
-            (shape["B"], shape["T"], shape["D"]), np.float32
-        )
-        for cell in config["cells"]:
-            runners = {name: _competitors.build(name, cell, x, shape["H"], "cpu")
-                       for name in FRAMEWORKS}  # fmt: skip
-            for (name, mode), stats in _competitors.time_runners(runners, config["rounds"]).items():
-                rows.append({
-                    "framework": name, "cell": cell, "mode": mode, **shape,
-                    "median_ms": stats["median_ms"], "page_faults": stats["page_faults"],
-                    "round_ms": stats["round_ms"],
-                })  # fmt: skip
+    rows = compare(config, "cpu", gemm_gflops=None, frameworks=FRAMEWORKS)
     return {"allocator": _timing.allocator_environment(), "rows": rows}
 
 
