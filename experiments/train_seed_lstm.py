@@ -15,7 +15,6 @@ end.
     python -m experiments.train_seed_lstm [--quick | --full] [--out DIR]
 """
 
-import os
 
 import jax
 import matplotlib.pyplot as plt
@@ -99,7 +98,7 @@ def run(config: dict, out_dir) -> dict:
         loss_fn, params, optimizer, (data["x_train"], data["y_train"]),
         epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
         eval_fn=eval_fn, eval_data=(data["x_val"], data["y_val"]), patience=config["patience"],
-        progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),
+        progress=_common.show_progress(),
     )  # fmt: skip
     final = train.evaluate(train.make_eval_step(eval_fn), result.params, test, 256)
     history = result.history

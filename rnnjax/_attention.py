@@ -105,10 +105,30 @@ def masked_softmax(scores: jax.Array, valid: jax.Array | None = None) -> jax.Arr
     With no valid step the weights are all zero (not NaN), so an empty sequence gives a zero
     context and finite gradients.
 
+    Raises:
+      TypeError: ``scores`` not floating, or ``valid`` not bool.
+      ValueError: ``valid`` does not broadcast to ``scores`` from the right.
+
     >>> rnnjax.masked_softmax(jnp.array([1.0, 2.0, 3.0]), jnp.array([True, True, False]))
     """
+    scores = _checks.floating_array(scores, "scores")
+    if scores.ndim < 1:
+        raise ValueError(f"scores must have shape (..., T); got a scalar of shape {scores.shape}.")
     if valid is None:
         return jax.nn.softmax(scores, axis=-1)
+    valid = jnp.asarray(valid)
+    if valid.dtype != jnp.bool_:
+        raise TypeError(
+            f"valid must be a bool array (True at valid steps); got dtype {valid.dtype}."
+        )
+    trailing = scores.shape[scores.ndim - valid.ndim :] if valid.ndim else ()
+    if valid.ndim > scores.ndim or any(
+        v not in (1, s) for v, s in zip(valid.shape, trailing, strict=True)
+    ):
+        raise ValueError(
+            f"valid must have shape ({scores.shape[-1]},) or broadcast to scores "
+            f"{tuple(scores.shape)} from the right; got shape {tuple(valid.shape)}."
+        )
     valid = jnp.broadcast_to(_lead(valid, scores.ndim), scores.shape)
     lowest = jnp.finfo(scores.dtype).min
     weights = jax.nn.softmax(jnp.where(valid, scores, lowest), axis=-1)
@@ -139,11 +159,13 @@ def _make_attention(name, init, project_keys, score, query_size_of, config) -> A
             values = jnp.where(valid[:, None], values, jnp.zeros_like(values))
         if memory is None:
             memory = project_keys(params, keys)
-        elif jnp.shape(memory)[0] != num_steps:
-            raise ValueError(
-                f"memory must have {num_steps} rows (project_keys(params, keys)); "
-                f"got shape {tuple(jnp.shape(memory))}."
-            )
+        else:
+            expected = jax.eval_shape(project_keys, params, keys).shape
+            if tuple(jnp.shape(memory)) != tuple(expected):
+                raise ValueError(
+                    f"memory must have shape {tuple(expected)} (project_keys(params, keys)); "
+                    f"got shape {tuple(jnp.shape(memory))}."
+                )
         weights = masked_softmax(score(params, query, memory), valid)
         return weights @ values, weights
 
@@ -163,6 +185,9 @@ def bahdanau_attention(attention_size: int) -> Attention:
     Raises:
       ValueError: ``attention_size`` is not a positive int.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> attention = rnnjax.bahdanau_attention(32)
     >>> params = attention.init(jax.random.key(0), query_size=16, key_size=24)
     >>> context, weights = attention.apply(params, jnp.ones(16), jnp.ones((10, 24)), length=7)
@@ -223,6 +248,9 @@ def luong_attention(score: str = "dot") -> Attention:
     Raises:
       ValueError: ``score`` is unknown, or (at ``init``) ``"dot"`` with unequal sizes.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> attention = rnnjax.luong_attention("general")
     >>> params = attention.init(jax.random.key(0), query_size=16, key_size=24)
     >>> context, weights = attention.apply(params, jnp.ones((5, 16)), jnp.ones((10, 24)))

@@ -5,19 +5,32 @@ accepted when the state carries the same ones). Gates are fused along the last a
 ``w_x [D, G*H]``, ``w_h [H, G*H]``, ``b [G*H]``, so a step is two matmuls. Each cell splits its step
 into ``project_inputs`` (``x W_x + b``, independent of the state, so a generic scan can hoist it
 out of the time loop as one ``[T, D] x [D, G*H]`` matmul) and ``recur`` (the state update from the
-projected input). For the built-in cells ``rnnjax.scan`` takes a fused path (``rnnjax._fused``)
-that projects inside the loop, which measured faster on XLA:CPU. ``step`` is their composition,
-so the gate math has one source.
+projected input); ``step`` is their composition. The gate math lives in ``rnnjax._gates``.
+
+A cell's functions are module-level functions bound to frozen arguments (:class:`Partial`), so
+equal constructions give equal, equally hashed cells: a cell can be a static argument of
+``jax.jit``, and re-creating it does not retrace. The built-in cells carry a :class:`Kernels`
+record naming their kind; the fast path (``rnnjax._fast``) reads it only while the cell's
+``step``, ``project_inputs`` and ``recur`` are still the ones the record was built with.
 """
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rnnjax import _checks, _layout
+from rnnjax import _checks, _gates
 from rnnjax import _initializers as inits
+from rnnjax._gates import LSTMState, Matmul, RNNState
+from rnnjax._gates import add_bias as _add_bias
+from rnnjax._gates import cast_like as _cast_like
+from rnnjax._gates import dot as _dot
+from rnnjax._gates import split as _split
+
+__all__ = ["LSTMState", "RNNState", "_add_bias", "_cast_like", "_dot", "_split"]
 
 LSTM_GATES = ("i", "f", "g", "o")
 """Fused LSTM gate order: input, forget, candidate (cell), output (PyTorch, Keras, cuDNN)."""
@@ -55,24 +68,75 @@ class GRUParams(NamedTuple):
     b_hn: jax.Array | None = None
 
 
-class RNNState(NamedTuple):
-    """State of a vanilla RNN or GRU: ``h [..., H]``."""
-
-    h: jax.Array
-
-
-class LSTMState(NamedTuple):
-    """State of an LSTM: hidden ``h [..., H]`` and cell ``c [..., H]``."""
-
-    h: jax.Array
-    c: jax.Array
-
-
 GRUState = RNNState
+
+
+@dataclasses.dataclass(frozen=True)
+class Partial:
+    """``function`` with its leading positional ``args`` bound, like ``functools.partial``, but
+    equal (and hashed alike) when the function and the arguments are, which a cell needs to be a
+    static argument of ``jax.jit`` and not to retrace when re-created."""
+
+    function: Callable
+    args: tuple = ()
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*self.args, *args, **kwargs)
+
+
+class Config(Mapping):
+    """A cell's constructor options: a read-only, hashable mapping (``config["dtype"]``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items=()):
+        self._items = tuple(dict(items).items())
+
+    def __getitem__(self, key):
+        for name, value in self._items:
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items))
+
+    def __repr__(self) -> str:
+        return f"Config({dict(self._items)!r})"
+
+
+class Kernels(NamedTuple):
+    """The record a built-in cell carries for the fast path (``rnnjax._fast``).
+
+    ``kind`` names the update in the fast path's table (``"lstm"``, ``"gru"``,
+    ``"gru_reset_after"``, ``"simple_rnn"``); ``options`` are the cell's config (matmul
+    ``dtype``, ``activation``). ``step``, ``project_inputs`` and ``recur`` are the functions it
+    was built with: the record holds only while the cell's own three are equal to them.
+    """
+
+    kind: str
+    options: Config
+    step: Callable
+    project_inputs: Callable
+    recur: Callable
 
 
 class Cell(NamedTuple):
     """A recurrent cell: pure functions over explicit parameter and state pytrees.
+
+    Which function is the truth: ``rnnjax.scan`` (and the layers) run ``recur(params, state,
+    project_inputs(params, x_t))``, the input projection hoisted out of the loop. A built-in cell
+    whose ``step`` alone was replaced (``cell._replace(step=...)``) runs its own ``step`` instead;
+    one whose ``recur`` or ``project_inputs`` was replaced runs ``recur(project_inputs(x))`` (its
+    ``step`` still calls the built-in pair, so replace all that you change). A built-in cell left
+    as built may take a faster path (``rnnjax._fast``) with the same values; any change to these
+    three functions, or any cell you build yourself, takes the generic path.
 
     Attributes:
       init: ``init(key, input_size) -> params``.
@@ -86,6 +150,7 @@ class Cell(NamedTuple):
       num_gates: ``G``, the number of fused gate blocks (1, 4 or 3).
       name: ``"simple_rnn"``, ``"lstm"`` or ``"gru"``.
       config: the constructor's options (activation, forget_bias, reset_after, dtype, ...).
+      kernels: the fast path's :class:`Kernels` record (built-in cells), or ``None``.
     """
 
     init: Callable[[jax.Array, int], Any]
@@ -96,26 +161,8 @@ class Cell(NamedTuple):
     hidden_size: int
     num_gates: int
     name: str
-    config: dict
-
-
-def _dot(a: jax.Array, w: jax.Array, dtype) -> jax.Array:
-    """``a @ w``; with ``dtype`` set, operands are cast to it and accumulated in their own dtype.
-
-    ``w`` may be a ``rnnjax._layout.LoopWeight`` (inside the fused loops), which computes the
-    same product in the layout it stores.
-    """
-    if isinstance(w, _layout.LoopWeight):
-        return w.matmul(a, dtype)
-    if dtype is None:
-        return jnp.matmul(a, w)
-    accumulate = jnp.promote_types(a.dtype, w.dtype)
-    return jnp.matmul(a.astype(dtype), w.astype(dtype), preferred_element_type=accumulate)
-
-
-def _add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
-    """``z + b`` with ``b [N]`` broadcast explicitly over the leading dims of ``z [..., N]``."""
-    return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+    config: Mapping
+    kernels: Kernels | None = None
 
 
 def _project(params, x, dtype) -> jax.Array:
@@ -130,83 +177,107 @@ def _project(params, x, dtype) -> jax.Array:
     return _add_bias(_dot(x, params.w_x, dtype), params.b)
 
 
-def _split(z: jax.Array, num_gates: int) -> list[jax.Array]:
-    return jnp.split(z, num_gates, axis=-1)
+def batch_shape_of(batch_shape) -> tuple[int, ...]:
+    """``batch_shape`` as a tuple of non-negative ints; raises ``TypeError``/``ValueError``."""
+    if not isinstance(batch_shape, tuple | list):
+        raise TypeError(
+            f"batch_shape must be a tuple of non-negative ints, e.g. () for one example or (B,) "
+            f"for a batch; got {batch_shape!r} ({type(batch_shape).__name__})."
+        )
+    for size in batch_shape:
+        if jax.export.is_symbolic_dim(size):  # a symbolic batch under jax.export
+            continue
+        if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 0:
+            raise ValueError(
+                f"batch_shape must hold non-negative ints; got {tuple(batch_shape)!r}."
+            )
+    return tuple(size if jax.export.is_symbolic_dim(size) else int(size) for size in batch_shape)
 
 
-def _cast_like(new, old):
-    """``new`` state with each leaf cast to ``old``'s dtype (the carry keeps the state's dtype)."""
-    return type(old)(*(n.astype(o.dtype) for n, o in zip(new, old, strict=True)))
+class _Spec(NamedTuple):
+    """What the module-level cell functions below are bound to (hashable)."""
+
+    name: str
+    hidden: int
+    num_gates: int
+    params_type: type
+    state_type: type
+    make_params: Callable
+    update: Callable
+    config: Config
 
 
-def _lstm_gates(z: jax.Array) -> list[jax.Array]:
-    """Activated gates ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)`` of ``z [..., 4H]``."""
-    i, f, g, o = _split(z, 4)
-    return [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)]
+def _label(spec: _Spec) -> str:
+    return f"{spec.name}(hidden_size={spec.hidden})"
 
 
-def _lstm_update(params, state, projected, dtype):
-    """LSTM update and what its derivative needs: ``(LSTMState, (i, f, g, o, tanh c))``."""
-    return _lstm_activate(state, projected + _dot(state.h, params.w_h, dtype))
+def _check_params(spec: _Spec, params) -> None:
+    label, hidden, fused = _label(spec), spec.hidden, spec.num_gates * spec.hidden
+    _checks.cell_params(params, spec.params_type, spec.name, label)
+    expected = {"w_h": (hidden, fused), "b": (fused,)}
+    if spec.params_type is GRUParams and spec.config["reset_after"]:
+        expected["b_hn"] = (hidden,)
+    elif spec.params_type is GRUParams and params.b_hn is not None:
+        raise ValueError(
+            f"params.b_hn must be None for {label} with reset_after=False (the seed's form has "
+            f"no recurrent candidate bias); got shape {tuple(params.b_hn.shape)}. Use "
+            f"gru(..., reset_after=True) for these params."
+        )
+    for field, shape in expected.items():
+        actual = getattr(params, field)
+        if actual is None or tuple(actual.shape) != shape:
+            got = None if actual is None else tuple(actual.shape)
+            raise ValueError(
+                f"params do not match {label}: expected params.{field} of shape {shape}, got {got}."
+            )
+    if params.w_x.ndim != 2 or params.w_x.shape[1] != fused:
+        raise ValueError(
+            f"params do not match {label}: expected params.w_x of shape (input_size, {fused}), "
+            f"got {tuple(params.w_x.shape)}."
+        )
 
 
-def _lstm_activate(state, z):
-    """The LSTM update from its pre-activations ``z = x W_x + h W_h + b [..., 4H]`` (reads
-    ``state.c`` only), with the values its derivative needs."""
-    i, f, g, o = _lstm_gates(z)
-    c = f * state.c + i * g
-    tanh_c = jnp.tanh(c)
-    return LSTMState(o * tanh_c, c), (i, f, g, o, tanh_c)
+def _init(spec: _Spec, key: jax.Array, input_size: int):
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
+        raise ValueError(f"input_size must be a positive int; got {input_size!r}.")
+    return spec.make_params(key, input_size)
 
 
-def _gru_update(params, state, projected, dtype, reset_after):
-    """GRU state update and its derivative's values: ``(RNNState, (r, z, candidate, m))`` with
-    ``m = h W_hn + b_hn`` (``reset_after``) or ``m = r * h`` (the seed's form)."""
-    h, hidden = state.h, state.h.shape[-1]
-    if reset_after:
-        return _gru_reset_after(h, projected, _dot(h, params.w_h, dtype), params.b_hn)
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
-    r, z, m = _gru_reset(h, x_rz + _dot(h, params.w_h[:, : 2 * hidden], dtype))
-    new, candidate = _gru_combine(h, z, x_n + _dot(m, params.w_h[:, 2 * hidden :], dtype))
-    return new, (r, z, candidate, m)
+def _initial_state(spec: _Spec, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
+    shape = batch_shape_of(batch_shape) + (spec.hidden,)
+    return spec.state_type(*(jnp.zeros(shape, dtype) for _ in spec.state_type._fields))
 
 
-def _gru_reset_after(h, projected, hidden_product, b_hn):
-    """Reset-after GRU from its two products ``projected = x W_x + b`` and ``hidden_product =
-    h W_h`` (both ``[..., 3H]``): ``r, z = sigmoid(x_rz + h_rz)``, ``m = h W_hn + b_hn``,
-    ``h' = (1 - z) h + z tanh(x_n + r * m)``. Returns ``(RNNState, (r, z, candidate, m))``."""
-    hidden = h.shape[-1]
-    x_rz, x_n = projected[..., : 2 * hidden], projected[..., 2 * hidden :]
-    h_rz, h_n = jnp.split(hidden_product, [2 * hidden], axis=-1)
-    r, z = _split(jax.nn.sigmoid(x_rz + h_rz), 2)
-    m = _add_bias(h_n, b_hn)
-    new, candidate = _gru_combine(h, z, x_n + r * m)
-    return new, (r, z, candidate, m)
+def _project_inputs(spec: _Spec, params, x: jax.Array) -> jax.Array:
+    _check_params(spec, params)
+    return _project(params, x, spec.config.get("dtype"))
 
 
-def _gru_reset(h, pre_rz):
-    """Seed-form GRU gates from ``pre_rz = x W_rz + h U_rz + b_rz [..., 2H]``: ``(r, z, r * h)``."""
-    r, z = _split(jax.nn.sigmoid(pre_rz), 2)
-    return r, z, r * h
+def _recur(spec: _Spec, params, state, projected: jax.Array):
+    _check_params(spec, params)
+    state_type, name = spec.state_type, spec.name
+    if not isinstance(state, state_type):
+        raise TypeError(
+            f"state must be {state_type.__name__} (from {name}(...).initial_state); "
+            f"got {type(state).__name__}."
+        )
+    expected = tuple(projected.shape[:-1]) + (spec.hidden,)
+    for field, leaf in zip(state_type._fields, state, strict=True):
+        if tuple(jnp.shape(leaf)) != expected:
+            raise ValueError(
+                f"state.{field} must have shape {expected} (the input's batch shape "
+                f"{tuple(projected.shape[:-1])} + (hidden_size,)); "
+                f"got {tuple(jnp.shape(leaf))}. "
+                f"Build it with initial_state(batch_shape={tuple(projected.shape[:-1])})."
+            )
+        _checks.floating_array(leaf, f"state.{field}")
+    # The carry keeps the state's dtype (e.g. float32 state with bfloat16 matmuls).
+    new_state = _cast_like(spec.update(params, state, projected), state)
+    return new_state, new_state.h
 
 
-def _gru_combine(h, z, pre_n):
-    """``h' = (1 - z) h + z tanh(pre_n)`` and the candidate ``tanh(pre_n)``."""
-    candidate = jnp.tanh(pre_n)
-    return RNNState((1.0 - z) * h + z * candidate), candidate
-
-
-def _rnn_update(params, state, projected, dtype, activation):
-    """Vanilla RNN update and its pre-activation: ``(RNNState, (a,))``."""
-    a = projected + _dot(state.h, params.w_h, dtype)
-    return RNNState(activation(a)), (a,)
-
-
-def _fast_path(cell: "Cell", kind: str) -> "Cell":
-    """Mark ``cell.recur`` as the built-in ``kind`` update, so ``rnnjax.scan`` may use the fused
-    sequence derivative of ``rnnjax._fused``; a cell whose ``recur`` is replaced loses the mark."""
-    cell.recur._rnnjax_fast_path = kind
-    return cell
+def _step(spec: _Spec, params, state, x: jax.Array):
+    return _recur(spec, params, state, _project_inputs(spec, params, x))
 
 
 def _make_cell(
@@ -217,87 +288,32 @@ def _make_cell(
     state_type: type,
     make_params: Callable[[jax.Array, int], Any],
     update: Callable[[Any, Any, jax.Array], Any],
-    config: dict,
+    config: Mapping,
+    kind: str | None = None,
 ) -> Cell:
-    """Assemble a ``Cell`` from its parameter factory and its state update on projected inputs."""
+    """Assemble a ``Cell`` from its parameter factory and its state update on projected inputs.
+
+    ``update(params, state, projected) -> new_state``. With ``kind`` the cell carries
+    a :class:`Kernels` record for the fast path; give hashable ``make_params`` and ``update``
+    (module-level functions or :class:`Partial`) for a hashable cell.
+    """
     if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
         raise ValueError(f"hidden_size must be a positive int; got {hidden_size!r}.")
-    hidden, fused = hidden_size, num_gates * hidden_size
-    dtype = config.get("dtype")
-    label = f"{name}(hidden_size={hidden})"
-
-    def check_params(params) -> None:
-        _checks.cell_params(params, params_type, name, label)
-        expected = {"w_h": (hidden, fused), "b": (fused,)}
-        if params_type is GRUParams and config["reset_after"]:
-            expected["b_hn"] = (hidden,)
-        elif params_type is GRUParams and params.b_hn is not None:
-            raise ValueError(
-                f"params.b_hn must be None for {label} with reset_after=False (the seed's form has "
-                f"no recurrent candidate bias); got shape {tuple(params.b_hn.shape)}. Use "
-                f"gru(..., reset_after=True) for these params."
-            )
-        for field, shape in expected.items():
-            actual = getattr(params, field)
-            if actual is None or tuple(actual.shape) != shape:
-                got = None if actual is None else tuple(actual.shape)
-                raise ValueError(
-                    f"params do not match {label}: expected params.{field} of shape {shape}, "
-                    f"got {got}."
-                )
-        if params.w_x.ndim != 2 or params.w_x.shape[1] != fused:
-            raise ValueError(
-                f"params do not match {label}: expected params.w_x of shape (input_size, {fused}), "
-                f"got {tuple(params.w_x.shape)}."
-            )
-
-    def init(key: jax.Array, input_size: int):
-        if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-            raise ValueError(f"input_size must be a positive int; got {input_size!r}.")
-        return make_params(key, input_size)
-
-    def initial_state(batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
-        shape = tuple(batch_shape) + (hidden,)
-        return state_type(*(jnp.zeros(shape, dtype) for _ in state_type._fields))
-
-    def project_inputs(params, x: jax.Array) -> jax.Array:
-        check_params(params)
-        return _project(params, x, dtype)
-
-    def recur(params, state, projected: jax.Array):
-        check_params(params)
-        if not isinstance(state, state_type):
-            raise TypeError(
-                f"state must be {state_type.__name__} (from {name}(...).initial_state); "
-                f"got {type(state).__name__}."
-            )
-        expected = tuple(projected.shape[:-1]) + (hidden,)
-        for field, leaf in zip(state_type._fields, state, strict=True):
-            if tuple(jnp.shape(leaf)) != expected:
-                raise ValueError(
-                    f"state.{field} must have shape {expected} (the input's batch shape "
-                    f"{tuple(projected.shape[:-1])} + (hidden_size,)); "
-                    f"got {tuple(jnp.shape(leaf))}. "
-                    f"Build it with initial_state(batch_shape={tuple(projected.shape[:-1])})."
-                )
-            _checks.floating_array(leaf, f"state.{field}")
-        # The carry keeps the state's dtype (e.g. float32 state with bfloat16 matmuls).
-        new_state = _cast_like(update(params, state, projected), state)
-        return new_state, new_state.h
-
-    def step(params, state, x: jax.Array):
-        return recur(params, state, project_inputs(params, x))
-
+    config = Config(config)
+    spec = _Spec(name, hidden_size, num_gates, params_type, state_type, make_params, update, config)
+    step, project_inputs, recur = (Partial(f, (spec,)) for f in (_step, _project_inputs, _recur))
+    kernels = None if kind is None else Kernels(kind, config, step, project_inputs, recur)
     return Cell(
-        init=init,
-        initial_state=initial_state,
+        init=Partial(_init, (spec,)),
+        initial_state=Partial(_initial_state, (spec,)),
         step=step,
         project_inputs=project_inputs,
         recur=recur,
-        hidden_size=hidden,
+        hidden_size=hidden_size,
         num_gates=num_gates,
         name=name,
-        config=dict(config),
+        config=config,
+        kernels=kernels,
     )
 
 
@@ -307,6 +323,28 @@ def _kernels(key, input_size, hidden_size, num_gates, kernel_init, recurrent_ini
     w_x = inits.per_gate(kernel_init, key_x, (input_size, fused), num_gates, param_dtype)
     w_h = inits.per_gate(recurrent_init, key_h, (hidden_size, fused), num_gates, param_dtype)
     return w_x, w_h
+
+
+def _rnn_params(hidden_size, kernel_init, recurrent_init, param_dtype, key, input_size):
+    w_x, w_h = _kernels(key, input_size, hidden_size, 1, kernel_init, recurrent_init, param_dtype)
+    return RNNParams(w_x, w_h, jnp.zeros((hidden_size,), param_dtype))
+
+
+def _lstm_params(
+    hidden_size, forget_bias, kernel_init, recurrent_init, param_dtype, key, input_size
+):
+    w_x, w_h = _kernels(key, input_size, hidden_size, 4, kernel_init, recurrent_init, param_dtype)
+    b = inits.gate_bias(hidden_size, LSTM_GATES, {"f": forget_bias}, param_dtype)
+    return LSTMParams(w_x, w_h, b)
+
+
+def _gru_params(
+    hidden_size, reset_after, kernel_init, recurrent_init, param_dtype, key, input_size
+):
+    w_x, w_h = _kernels(key, input_size, hidden_size, 3, kernel_init, recurrent_init, param_dtype)
+    b = jnp.zeros((3 * hidden_size,), param_dtype)
+    b_hn = jnp.zeros((hidden_size,), param_dtype) if reset_after else None
+    return GRUParams(w_x, w_h, b, b_hn)
 
 
 def simple_rnn(
@@ -338,25 +376,19 @@ def simple_rnn(
     Returns:
       A :class:`Cell` with params :class:`RNNParams` and state :class:`RNNState`.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.simple_rnn(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> state, y = cell.step(params, cell.initial_state(), jnp.ones(3))   # y: (8,)
     """
-
-    def make_params(key, input_size):
-        w_x, w_h = _kernels(
-            key, input_size, hidden_size, 1, kernel_init, recurrent_init, param_dtype
-        )
-        return RNNParams(w_x, w_h, jnp.zeros((hidden_size,), param_dtype))
-
-    def update(params, state, projected):
-        return _rnn_update(params, state, projected, dtype, activation)[0]
-
+    make_params = Partial(_rnn_params, (hidden_size, kernel_init, recurrent_init, param_dtype))
+    update = Partial(_gates.rnn_update_with, (Matmul(dtype), activation))
     config = {"activation": activation, "dtype": dtype, "param_dtype": param_dtype}
-    cell = _make_cell(
-        "simple_rnn", hidden_size, 1, RNNParams, RNNState, make_params, update, config
+    return _make_cell(
+        "simple_rnn", hidden_size, 1, RNNParams, RNNState, make_params, update, config, "simple_rnn"
     )
-    return _fast_path(cell, "simple_rnn")
 
 
 def lstm(
@@ -389,24 +421,21 @@ def lstm(
       A :class:`Cell` with params :class:`LSTMParams` (``w_x [D, 4H]``, ``w_h [H, 4H]``,
       ``b [4H]``) and state :class:`LSTMState` (``h``, ``c``); the output is ``h_t``.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> state, y = cell.step(params, cell.initial_state(), jnp.ones(3))
     """
-
-    def make_params(key, input_size):
-        w_x, w_h = _kernels(
-            key, input_size, hidden_size, 4, kernel_init, recurrent_init, param_dtype
-        )
-        b = inits.gate_bias(hidden_size, LSTM_GATES, {"f": forget_bias}, param_dtype)
-        return LSTMParams(w_x, w_h, b)
-
-    def update(params, state, projected):
-        return _lstm_update(params, state, projected, dtype)[0]
-
+    make_params = Partial(
+        _lstm_params, (hidden_size, forget_bias, kernel_init, recurrent_init, param_dtype)
+    )
+    update = Partial(_gates.lstm_update_with, (Matmul(dtype),))
     config = {"forget_bias": forget_bias, "dtype": dtype, "param_dtype": param_dtype}
-    cell = _make_cell("lstm", hidden_size, 4, LSTMParams, LSTMState, make_params, update, config)
-    return _fast_path(cell, "lstm")
+    return _make_cell(
+        "lstm", hidden_size, 4, LSTMParams, LSTMState, make_params, update, config, "lstm"
+    )
 
 
 def gru(
@@ -447,22 +476,18 @@ def gru(
     Returns:
       A :class:`Cell` with params :class:`GRUParams` and state :class:`RNNState`.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.gru(8, reset_after=True)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> state, y = cell.step(params, cell.initial_state(), jnp.ones(3))
     """
-
-    def make_params(key, input_size):
-        w_x, w_h = _kernels(
-            key, input_size, hidden_size, 3, kernel_init, recurrent_init, param_dtype
-        )
-        b = jnp.zeros((3 * hidden_size,), param_dtype)
-        b_hn = jnp.zeros((hidden_size,), param_dtype) if reset_after else None
-        return GRUParams(w_x, w_h, b, b_hn)
-
-    def update(params, state, projected):
-        return _gru_update(params, state, projected, dtype, reset_after)[0]
-
+    reset_after = bool(reset_after)
+    make_params = Partial(
+        _gru_params, (hidden_size, reset_after, kernel_init, recurrent_init, param_dtype)
+    )
+    update = Partial(_gates.gru_update_with, (Matmul(dtype), reset_after))
     config = {"reset_after": reset_after, "dtype": dtype, "param_dtype": param_dtype}
-    cell = _make_cell("gru", hidden_size, 3, GRUParams, RNNState, make_params, update, config)
-    return _fast_path(cell, "gru_reset_after" if reset_after else "gru")
+    kind = "gru_reset_after" if reset_after else "gru"
+    return _make_cell("gru", hidden_size, 3, GRUParams, RNNState, make_params, update, config, kind)

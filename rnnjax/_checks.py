@@ -75,23 +75,11 @@ def lengths(lengths, batch_shape: tuple[int, ...], max_length: int, name: str = 
     return arr
 
 
-GPU_UNROLL = 8
-"""``unroll`` chosen when it is left ``None`` on a GPU (the H100 sweep in README)."""
-
-
-def unroll(unroll) -> int | bool:
-    """The ``unroll`` to give ``lax.scan``: ``None`` picks the backend's default.
-
-    On a GPU every loop iteration is a few kernel launches, and the per-step work of these cells
-    is too small to hide them: unrolling 8 steps ran 1.6-2.7x faster forward and 1.4-2.6x
-    forward+backward (LSTM, both GRUs, RNN; B=64 T=100 H=256 and B=16 T=1000 H=512; H100). Other
-    values ranged from 13% faster to 31% slower than 8 depending on cell, shape and mode, none
-    ahead everywhere (``experiments/results/benchmarks_unroll/gpu``). On CPU unrolling made
-    forward+backward slower (``python -m experiments.benchmarks.unroll``), so it stays 1 there
-    and on other backends.
-    """
+def unroll(unroll) -> int | bool | None:
+    """The checked ``unroll`` for ``lax.scan``: a positive int or a bool (``True``: unroll
+    fully); ``None`` stays ``None`` (the fast path's plan picks it: ``rnnjax._fast.plan``)."""
     if unroll is None:
-        return GPU_UNROLL if jax.default_backend() in ("gpu", "cuda", "rocm") else 1
+        return None
     if isinstance(unroll, bool | np.bool_):
         return bool(unroll)
     if not isinstance(unroll, int | np.integer) or unroll < 1:

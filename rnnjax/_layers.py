@@ -252,6 +252,9 @@ def rnn(
     and with ``return_state`` also the final state (leaves ``[B, H]``). ``reverse``, ``unroll``,
     ``remat`` and ``remat_chunk`` are ``rnnjax.scan``'s.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> layer = rnnjax.rnn(rnnjax.gru(32), return_sequences=True)
     >>> params = layer.init(jax.random.key(0), input_shape=(20, 8))
     >>> ys = layer.apply(params, jnp.ones((4, 20, 8)), lengths=jnp.array([20, 5, 0, 11]))
@@ -290,6 +293,22 @@ def bidirectional(
     )
 
 
+def _inverted_dropout(key, index: int, x: jax.Array, rate: float) -> jax.Array:
+    """Zero each entry of ``x`` with probability ``rate``, scale the rest by ``1 / (1 - rate)``,
+    with ``key`` folded with ``index`` (``stack``'s dropout before layer ``index``;
+    ``rnnjax.train.dropout`` is the same for users)."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,)
+    if not (typed or raw):
+        raise TypeError(
+            f"key must be a PRNG key (jax.random.key or jax.random.PRNGKey) or None; got "
+            f"{type(key).__name__} with dtype {getattr(key, 'dtype', None)} and shape "
+            f"{getattr(key, 'shape', None)}."
+        )
+    keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+
+
 def stack(
     layers: Sequence[Cell | tuple[Cell, Cell]],
     *,
@@ -297,6 +316,7 @@ def stack(
     return_state: bool = False,
     unroll: int | bool | None = None,
     remat: bool = False,
+    dropout: float = 0.0,
 ) -> Layer:
     """Multi-layer recurrent network: each element of ``layers`` is a cell (one direction) or a
     ``(forward, backward)`` pair (bidirectional, concatenated), like ``torch.nn.LSTM(num_layers)``.
@@ -304,9 +324,23 @@ def stack(
     Layer ``k + 1`` reads layer ``k``'s output sequence, masked by the same ``lengths``. Params are
     a tuple with one entry per layer; with ``return_state`` the state is a tuple of each layer's
     final state. ``initial_state`` (optional) is such a tuple.
+
+    ``dropout`` is ``torch.nn.LSTM(dropout=)``: inverted dropout of rate ``dropout`` on every
+    layer's output sequence but the last's (each entry of ``[B, T, H]`` kept with probability
+    ``1 - dropout`` and scaled by ``1 / (1 - dropout)``). It is active only when ``apply`` gets a
+    PRNG ``key`` (``apply(params, x, lengths, *, initial_state=None, key=None)``); without one
+    (evaluation) the layer is deterministic.
+
+    >>> import jax, jax.numpy as jnp, rnnjax
+    >>> layer = rnnjax.stack([rnnjax.lstm(16), rnnjax.lstm(16)], dropout=0.2)
+    >>> params = layer.init(jax.random.key(0), (10, 3))
+    >>> train_h = layer.apply(params, jnp.ones((4, 10, 3)), key=jax.random.key(1))
+    >>> eval_h = layer.apply(params, jnp.ones((4, 10, 3)))        # no key: no dropout
     """
     if not layers:
         raise ValueError("layers must name at least one cell; got an empty sequence.")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a float in [0, 1); got {dropout!r}.")
     runs = []
     for index, layer in enumerate(layers):
         cells = (layer,) if isinstance(layer, Cell) else tuple(layer)
@@ -324,7 +358,7 @@ def stack(
             shape = (*shape[:-1], width)
         return tuple(params)
 
-    def apply(params, x, lengths=None, *, initial_state=None):
+    def apply(params, x, lengths=None, *, initial_state=None, key=None):
         x, lengths = _check_batch(x, lengths)
         if len(params) != len(runs):
             raise ValueError(
@@ -340,6 +374,8 @@ def stack(
         initial = (None,) * len(runs) if initial_state is None else initial_state
         states, last = [], None
         for index, ((_, run, _), p, s) in enumerate(zip(runs, params, initial, strict=True)):
+            if index and key is not None and dropout:
+                x = _inverted_dropout(key, index, x, dropout)
             x, last, state = run(p, x, lengths, s, False, f"initial_state[{index}]")
             states.append(state)
         output = x if return_sequences else last
@@ -400,6 +436,9 @@ def dense(
 def serial(*layers: Layer) -> Layer:
     """Compose layers left to right; params are a tuple, ``lengths`` reaches every layer.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> model = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(100)), rnnjax.dense(1, jax.nn.sigmoid))
     >>> params = model.init(jax.random.key(0), input_shape=(100, 1))
     >>> y = model.apply(params, jnp.ones((8, 100, 1)))     # (8, 1)

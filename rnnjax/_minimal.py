@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax import _checks
+from rnnjax import _checks, _mask
 from rnnjax import _initializers as inits
 from rnnjax._cells import Cell, RNNState, _project, _split
 from rnnjax._scan import _check_cell, _check_initial_state
@@ -144,6 +144,9 @@ def min_gru(
       A :class:`Cell` with params :class:`MinGRUParams` and state ``RNNState(h)``, usable with
       ``rnnjax.scan`` (one step at a time) and :func:`parallel_minimal_scan` (all at once).
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.min_gru(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> final_state, ys = rnnjax.parallel_minimal_scan(cell, params, jnp.ones((100, 3)))
@@ -247,15 +250,14 @@ def parallel_minimal_scan(
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
     num_steps = xs.shape[0]
+    valid = None
     if length is None:
         order = jnp.arange(num_steps)[::-1] if reverse else None
     else:
         length = jnp.clip(_checks.lengths(length, (), num_steps, name="length"), 0, num_steps)
-        steps = jnp.arange(num_steps)
-        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
-        xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
-        # Reverse only the valid prefix; this order is its own inverse.
-        order = jnp.where(steps < length, length - 1 - steps, steps) if reverse else None
+        valid = _mask.valid(length, num_steps)
+        xs = _mask.zero_padding(xs, valid)
+        order = _mask.reversed_prefix(length, num_steps) if reverse else None
     projected = cell.project_inputs(params, xs)
     state = _check_initial_state(cell, initial_state, projected.dtype)
     if order is not None:
@@ -269,5 +271,5 @@ def parallel_minimal_scan(
     else:
         last = ys[jnp.maximum(length - 1, 0)] if num_steps else state.h
         final_state = RNNState(jnp.where(length > 0, last, state.h))
-        ys = jnp.where((jnp.arange(num_steps) < length)[:, None], ys, jnp.zeros_like(ys))
+        ys = _mask.zero_invalid(valid, ys)
     return final_state, ys if order is None else ys[order]

@@ -152,6 +152,9 @@ def layer_norm_lstm(
       A :class:`rnnjax.Cell` with params :class:`LayerNormLSTMParams` and state
       :class:`rnnjax.LSTMState`.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.layer_norm_lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> final_state, ys = rnnjax.scan(cell, params, jnp.ones((5, 3)))   # ys: (5, 8)
@@ -219,6 +222,9 @@ def layer_norm_gru(
       A :class:`rnnjax.Cell` with params :class:`LayerNormGRUParams` and state
       :class:`rnnjax.RNNState`.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.layer_norm_gru(8, per_gate=True)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> state, y = cell.step(params, cell.initial_state(), jnp.ones(3))

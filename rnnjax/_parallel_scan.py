@@ -1,16 +1,13 @@
-r"""Parallel-in-time evaluation of a nonlinear cell: DEER and quasi-DEER Newton iterations.
+r"""Parallel-in-time evaluation of a nonlinear cell: ``rnnjax.parallel_scan``.
 
-The trajectory ``s_1..s_T`` of ``s_t = f(s_{t-1}, x_t)`` is the root of ``S - F(S) = 0`` with
-``F(S)_t = f(s_{t-1}, x_t)``. Newton's method linearises ``f`` around the current guess, which
-turns the recurrence into a *linear* one, ``s_t = J_t s_{t-1} + u_t``, solved over all ``T``
-steps at once by ``lax.associative_scan`` in ``O(log T)`` depth (Lim et al. 2024, "DEER").
-Quasi-DEER keeps only ``diag(J_t)`` (Gonzalez et al. 2024), so the scan carries ``[T, N]``
-instead of ``[T, N, N]``. Gradients use the implicit function theorem: the adjoint
-``lambda_t = g_t + J_{t+1}^T lambda_{t+1}`` is one more linear scan, run backwards.
+The iterations themselves (DEER, quasi-DEER, ELK, quasi-ELK, their implicit-function gradients)
+live in :mod:`rnnjax._parallel_solver`, the damped step's Kalman smoother in
+:mod:`rnnjax._kalman`, and ``method="auto"``'s choice in :mod:`rnnjax._parallel_auto`. This
+module checks the arguments, applies lengths and resets (the shared rule of :mod:`rnnjax._mask`)
+and flattens the state.
 """
 
-from functools import wraps
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,216 +15,17 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from rnnjax import _checks
-from rnnjax._scan import _check_cell, _check_initial_state
+from rnnjax import _checks, _mask, _parallel_auto
+from rnnjax._parallel_solver import ParallelScanInfo, full_precision, make_solver, shift
+from rnnjax._scan import _check_cell, _check_initial_state, scan
 
-METHODS = ("deer", "quasi_deer")
+METHODS = ("deer", "quasi_deer", "elk", "quasi_elk", "auto")
 _DEFAULT_TOL = {"float64": 1e-10, "float32": 1e-5}
-
-
-class ParallelScanInfo(NamedTuple):
-    """Diagnostics of :func:`parallel_scan` (scalars; batched under ``vmap``).
-
-    Attributes:
-      iterations: Newton iterations taken (int32).
-      converged: whether ``residual <= tol`` within ``max_iter`` iterations (bool).
-      residual: ``max_t |s_t - f(s_{t-1}, x_t)| / (1 + |f(s_{t-1}, x_t)|)`` of the last Newton
-        iterate, elementwise over the flattened state; NaN/inf when the iteration diverged.
-      fell_back: the returned trajectory came from the sequential fallback (bool).
-    """
-
-    iterations: jax.Array
-    converged: jax.Array
-    residual: jax.Array
-    fell_back: jax.Array
+__all__ = ["METHODS", "ConvergenceError", "ParallelScanInfo", "parallel_scan"]
 
 
 class ConvergenceError(RuntimeError):
     """Raised by ``parallel_scan(..., on_failure="raise")`` when Newton did not converge."""
-
-
-def _full_precision(fn):
-    """``fn`` with its matmuls at full precision (``jax.default_matmul_precision("highest")``).
-
-    Newton needs the step evaluated exactly: under TF32 matmuls (XLA's float32 default on recent
-    GPUs) ``f`` is a step function at the 1e-3 level and the iteration stalls above ``tol``
-    (measured on an H100, GRU H=16 T=100: 100 iterations, residual 2e-4, then the sequential
-    fallback; at full float32, 3 iterations). JAX derives the JVP and transpose from the traced
-    matmuls, so derivatives inherit it; only a custom VJP's backward, traced later, needs its own.
-    On CPU float32 matmuls are full precision already.
-    """
-
-    @wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def _shift(states: jax.Array, s0: jax.Array) -> jax.Array:
-    """``[s_0, s_1, ..., s_{T-1}]``: the previous state of every step."""
-    return jnp.concatenate([s0[None], states[:-1]], axis=0)
-
-
-def _combine(diagonal: bool):
-    """Compose two affine maps ``s -> A s + b`` (the earlier one first) for the associative scan."""
-
-    def combine(earlier, later):
-        a1, b1 = earlier
-        a2, b2 = later
-        if diagonal:
-            return a2 * a1, a2 * b1 + b2
-        return a2 @ a1, jnp.einsum("...ij,...j->...i", a2, b1) + b2
-
-    return combine
-
-
-def _linear_scan(a: jax.Array, b: jax.Array, reverse: bool = False) -> jax.Array:
-    """Solve ``x_t = a_t x_{t-1} + b_t`` (``x_{T+1}`` side when ``reverse``) from ``x_0 = 0``.
-
-    ``a`` is ``[T, N, N]`` (dense) or ``[T, N]`` (diagonal), ``b`` is ``[T, N]``.
-    """
-    combine = _combine(diagonal=a.ndim == b.ndim)
-    return lax.associative_scan(combine, (a, b), reverse=reverse)[1]
-
-
-def _residual(states: jax.Array, images: jax.Array) -> jax.Array:
-    error = jnp.abs(states - images) / (1 + jnp.abs(images))
-    # XLA's max reduction may skip NaN (a diverged iterate then looks converged): map it to inf.
-    return jnp.max(jnp.where(jnp.isnan(error), jnp.inf, error))
-
-
-def _at(inputs, t):
-    """Step ``t`` of a pytree of per-step inputs (leaves ``[T, ...]``)."""
-    return jax.tree_util.tree_map(lambda leaf: leaf[t], inputs)
-
-
-def _make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
-    """Build ``solve(params, projected, s0, guess) -> (states [T, N], info)`` with an IFT VJP.
-
-    ``f(params, s, p) -> s'`` is one step on a flat state ``s [N]``; ``projected`` is a pytree of
-    per-step inputs (leaves ``[T, ...]``; the projected inputs and, with ``length``, the mask).
-    """
-    step_all = jax.vmap(f, in_axes=(None, 0, 0))
-    diagonal = method == "quasi_deer"
-
-    def images(params, states, projected, s0):
-        return step_all(params, _shift(states, s0), projected)
-
-    def jacobians(params, prev, projected):
-        if not diagonal:
-            return jax.vmap(jax.jacfwd(f, argnums=1), in_axes=(None, 0, 0))(params, prev, projected)
-        # diag(J_t) one basis vector at a time: memory stays O(T N), never O(T N^2).
-        size = prev.shape[-1]
-
-        def column(i):
-            tangent = jnp.zeros_like(prev).at[:, i].set(1)
-            _, out = jax.jvp(lambda s: step_all(params, s, projected), (prev,), (tangent,))
-            return out[:, i]
-
-        return lax.map(column, jnp.arange(size), batch_size=min(size, 8)).T
-
-    def newton(params, projected, s0, guess):
-        def cond(carry):
-            iteration, _, _, residual = carry
-            # An infinite residual (overflow, NaN) never recovers: stop instead of spinning.
-            return (iteration < max_iter) & (residual > tol) & jnp.isfinite(residual)
-
-        def body(carry):
-            iteration, states, image, _ = carry
-            prev = _shift(states, s0)
-            jac = jacobians(params, prev, projected)
-            linear = jac * prev if diagonal else jnp.einsum("tij,tj->ti", jac, prev)
-            # s_1 = f(s_0) exactly: the first offset absorbs J_1 s_0.
-            offset = (image - linear).at[0].set(image[0])
-            states = _linear_scan(jac, offset)
-            image = images(params, states, projected, s0)
-            return iteration + 1, states, image, _residual(states, image)
-
-        image = images(params, guess, projected, s0)
-        init = (jnp.int32(0), guess, image, _residual(guess, image))
-        iterations, states, _, residual = lax.while_loop(cond, body, init)
-        return states, iterations, residual, residual <= tol
-
-    def sequential(params, projected, s0, states, needed):
-        # A while_loop, not lax.scan: under vmap it runs zero steps unless some example needs it.
-        def body(carry):
-            t, s, out = carry
-            s = f(params, s, _at(projected, t))
-            return t + 1, s, out.at[t].set(s)
-
-        carry = (jnp.int32(0), s0, states)
-        return lax.while_loop(lambda c: needed & (c[0] < states.shape[0]), body, carry)[2]
-
-    def forward(params, projected, s0, guess):
-        states, iterations, residual, converged = newton(params, projected, s0, guess)
-        if fallback:
-            states = sequential(params, projected, s0, states, ~converged)
-            fell_back = ~converged
-        else:
-            states = jnp.where(converged, states, jnp.full_like(states, jnp.nan))
-            fell_back = jnp.zeros((), bool)
-        return states, ParallelScanInfo(iterations, converged, residual, fell_back)
-
-    def adjoint_quasi(params, projected, s0, states, cotangent):
-        # lambda = g + B lambda with (B lambda)_t = J_{t+1}^T lambda_{t+1}, split as D + (B - D),
-        # D = diag(J): each sweep is one parallel VJP and one diagonal scan.
-        _, transpose = jax.vjp(lambda s: images(params, s, projected, s0), states)
-        diag = jacobians(params, _shift(states, s0), projected)
-        diag_next = jnp.concatenate([diag[1:], jnp.zeros_like(diag[:1])], axis=0)
-
-        def shifted(lam):
-            return diag_next * jnp.concatenate([lam[1:], jnp.zeros_like(lam[:1])], axis=0)
-
-        def cond(carry):
-            iteration, _, _, residual = carry
-            return (iteration < max_iter) & (residual > tol) & jnp.isfinite(residual)
-
-        def body(carry):
-            iteration, lam, b_lam, _ = carry
-            lam = _linear_scan(diag_next, cotangent + b_lam - shifted(lam), reverse=True)
-            b_lam = transpose(lam)[0]
-            return iteration + 1, lam, b_lam, _residual(lam, cotangent + b_lam)
-
-        zeros = jnp.zeros_like(cotangent)
-        init = (jnp.int32(0), zeros, zeros, jnp.asarray(jnp.finfo(zeros.dtype).max, zeros.dtype))
-        _, lam, _, residual = lax.while_loop(cond, body, init)
-
-        def step_back(carry):
-            t, lam_next, out = carry
-            _, vjp = jax.vjp(lambda s: f(params, s, _at(projected, t + 1)), states[t])
-            lam_t = cotangent[t] + vjp(lam_next)[0]
-            return t - 1, lam_t, out.at[t].set(lam_t)
-
-        num_steps = states.shape[0]
-        start = (jnp.int32(num_steps - 2), cotangent[-1], lam.at[-1].set(cotangent[-1]))
-        needed = ~(residual <= tol)
-        return lax.while_loop(lambda c: needed & (c[0] >= 0), step_back, start)[2]
-
-    def adjoint_deer(params, projected, s0, states, cotangent):
-        jac = jacobians(params, _shift(states, s0), projected)
-        jac_next_t = jnp.concatenate([jac[1:], jnp.zeros_like(jac[:1])], axis=0).swapaxes(1, 2)
-        return _linear_scan(jac_next_t, cotangent, reverse=True)
-
-    @jax.custom_vjp
-    def solve(params, projected, s0, guess):
-        return forward(params, projected, s0, guess)
-
-    def solve_fwd(params, projected, s0, guess):
-        states, info = forward(params, projected, s0, guess)
-        return (states, info), (params, projected, s0, states)
-
-    @_full_precision  # traced when differentiated, outside parallel_scan's own call
-    def solve_bwd(residuals, cotangents):
-        params, projected, s0, states = residuals
-        adjoint = adjoint_quasi if diagonal else adjoint_deer
-        lam = adjoint(params, projected, s0, states, cotangents[0])
-        _, pullback = jax.vjp(lambda *a: images(a[0], states, a[1], a[2]), params, projected, s0)
-        return (*pullback(lam), None)
-
-    solve.defvjp(solve_fwd, solve_bwd)
-    return solve
 
 
 def _check_options(method, max_iter, tol, on_failure) -> None:
@@ -263,7 +61,26 @@ def _check_guess(initial_guess, state, num_steps: int):
     return jax.tree_util.tree_map(lambda g, leaf: jnp.asarray(g, leaf.dtype), initial_guess, state)
 
 
-@_full_precision
+def _check_resets(resets, num_steps: int):
+    if resets is None:
+        return None
+    resets = jnp.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets must have dtype bool (True where a segment starts); got {resets.dtype}.")
+    if resets.shape != (num_steps,):
+        raise ValueError(
+            f"resets must have shape ({num_steps},) (T, one flag per step); got {resets.shape}."
+        )
+    return resets
+
+
+def _sequential_info(dtype) -> ParallelScanInfo:
+    return ParallelScanInfo(
+        jnp.int32(0), jnp.ones((), bool), jnp.zeros((), dtype), jnp.zeros((), bool)
+    )
+
+
+@full_precision
 def parallel_scan(
     cell,
     params: Any,
@@ -275,93 +92,122 @@ def parallel_scan(
     initial_guess: Any = None,
     initial_state: Any = None,
     length: jax.Array | int | None = None,
+    resets: jax.Array | None = None,
     reverse: bool = False,
     on_failure: str = "fallback",
 ) -> tuple[Any, jax.Array, ParallelScanInfo]:
-    r"""Run ``cell`` over ``xs [T, D]`` with Newton iterations parallel in time (DEER, quasi-DEER).
+    r"""Run ``cell`` over ``xs [T, D]`` with iterations parallel in time (DEER, ELK, ...).
 
-    Each iteration linearises every step around the current trajectory guess and solves
+    Each iteration linearises every step around the current trajectory guess,
 
     .. math::
         s_t = J_t s_{t-1} + \big(f(\hat s_{t-1}, x_t) - J_t \hat s_{t-1}\big), \qquad
-        J_t = \partial f / \partial s \,(\hat s_{t-1}, x_t)
+        J_t = \partial f / \partial s \,(\hat s_{t-1}, x_t),
 
-    for all ``t`` with ``lax.associative_scan``. The state pytree (``LSTMState(h, c)``, ...) is
-    flattened to ``N`` numbers, so ``"deer"`` holds ``[T, N, N]`` Jacobians and ``"quasi_deer"``
-    only their diagonals ``[T, N]`` (more iterations, each cheaper). The iteration stops once the
-    fixed-point residual (see :class:`ParallelScanInfo`) is ``<= tol``; the distance to the
-    sequential trajectory is then at most ``residual`` times the sum over ``k`` of the norms of
-    the Jacobian products ``J_t...J_{t-k}``, i.e. about ``residual / (1 - rho)`` for a cell
-    contracting by ``rho``. Newton is exact after ``T`` iterations in exact arithmetic; chaotic
-    cells (Jacobian products growing with ``T``) overflow or stall instead and are reported.
+    and solves it for all ``t`` with ``lax.associative_scan``: exactly (``"deer"``, Newton), with
+    ``diag(J_t)`` only (``"quasi_deer"``), or as a damped Levenberg–Marquardt step whose damping
+    adapts (``"elk"``, ``"quasi_elk"``, a parallel Kalman smoother; Gonzalez et al. 2024). The
+    state pytree (``LSTMState(h, c)``, ...) is flattened to ``N`` numbers: dense methods hold
+    ``[T, N, N]`` Jacobians, quasi ones ``[T, N]``. The iteration stops once the fixed-point
+    residual (see :class:`ParallelScanInfo`) is ``<= tol``; the distance to the sequential
+    trajectory is then at most ``residual`` times the sum over ``k`` of the norms of the Jacobian
+    products ``J_t...J_{t-k}``, about ``residual / (1 - rho)`` for a cell contracting by ``rho``.
+    On a chaotic cell (largest Lyapunov exponent > 0) that sum grows with ``T``: a converged
+    result then differs from ``scan`` by as much as two sequential runs with different rounding
+    do, not by ``tol``.
+
+    DEER diverges on chaotic cells (its Jacobian products overflow); a step that would overflow
+    takes the Picard value ``f(s_{t-1})`` instead, so DEER still ends, slowly. ELK's damping
+    keeps every step finite and lowers the residual's sum of squares each accepted step, so it
+    converges where DEER cannot within ``max_iter``. ``"auto"`` picks ``scan``, ``"deer"`` or
+    ``"elk"`` from a cheap estimate of the cell's largest Lyapunov exponent on a prefix of
+    ``xs`` (see :func:`rnnjax.parallel_method`); under ``jit`` the choice is a ``lax.switch``
+    (under ``vmap`` every branch runs, so choose outside ``vmap`` there).
 
     Gradients (reverse mode only) come from the implicit function theorem, never from
     differentiating the iterations: the adjoint ``lambda_t = g_t + J_{t+1}^T lambda_{t+1}`` is one
-    dense reverse associative scan for ``"deer"``; for ``"quasi_deer"`` it is iterated with
-    diagonal scans and parallel VJPs (memory ``O(T N)``), falling back to a sequential backward
-    sweep if that iteration does not reach ``tol``.
-
-    Its matmuls run at full precision whatever ``jax.default_matmul_precision`` says: Newton
-    stalls on TF32 rounding (a GPU's float32 default), see ``_full_precision``.
+    dense reverse associative scan for ``"deer"``/``"elk"``; for the quasi methods it is iterated
+    with diagonal scans and parallel VJPs (memory ``O(T N)``), falling back to a sequential
+    backward sweep if that iteration does not reach ``tol``. Matmuls run at full precision
+    whatever ``jax.default_matmul_precision`` says (Newton stalls on TF32 rounding).
 
     Args:
       cell: a :class:`Cell` (``rnnjax.simple_rnn``, ``lstm``, ``gru``, ``min_gru``, ...).
       params: the cell's params.
-      xs: one sequence ``[T, input_size]``; batch with ``jax.vmap``.
-      method: ``"deer"`` (full Jacobians, quadratic convergence) or ``"quasi_deer"``.
-      max_iter: Newton iterations at most.
+      xs: one sequence ``[T, input_size]`` (``T = 0`` returns ``initial_state`` and ``[0, H]``
+        outputs, as ``rnnjax.scan``); batch with ``jax.vmap``.
+      method: ``"deer"``, ``"quasi_deer"``, ``"elk"``, ``"quasi_elk"`` or ``"auto"``.
+      max_iter: iterations at most (each ELK step, accepted or rejected, counts).
       tol: residual target; ``None`` uses 1e-10 for float64 states, 1e-5 for float32 and
         1e-2 for 16-bit ones.
       initial_guess: a state pytree with leaves ``[T, H]`` to start from (e.g. the trajectory of
         the previous training step); zeros when ``None``.
       initial_state: the state before ``xs[0]`` (leaves ``[H]``); zeros when ``None``.
       length: valid steps ``0 <= length <= T`` (an int scalar; per example under ``vmap``), as in
-        ``rnnjax.scan``: steps at ``t >= length`` leave the state unchanged and output zeros, so
-        ``final_state`` is the state after the last valid step and ``length = 0`` returns
-        ``initial_state``. In the Newton system a padded step is ``s_t = s_{t-1}`` (Jacobian
-        identity, offset zero), still a linear recurrence, so it costs no extra iterations and
-        the gradients (zero for the padding of ``xs``) follow from the same adjoint. The padding
-        of ``xs`` is zeroed first, so NaN/inf there reaches neither outputs nor gradients. Under
-        ``jit`` an out-of-range length acts as if clipped to ``[0, T]``; concrete values are
-        checked.
+        ``rnnjax.scan`` and through the same mask (:mod:`rnnjax._mask`): steps at
+        ``t >= length`` leave the state unchanged and output zeros. In the Newton system a padded
+        step is ``s_t = s_{t-1}`` (Jacobian identity, offset zero), still linear, so it costs no
+        extra iterations. The padding of ``xs`` is zeroed first, so NaN/inf there reaches
+        neither outputs nor gradients. Under ``jit`` an out-of-range length acts as if clipped
+        to ``[0, T]``; concrete values are checked.
+      resets: ``bool [T]``, as in ``rnnjax.scan``: where ``resets[t]``, step ``t`` starts from
+        ``initial_state`` (a new segment). In the Newton system a reset step has a zero Jacobian
+        with respect to the previous state, so the linear recurrence restarts there.
       reverse: run from the last valid step to ``xs[0]``; ``ys[t]`` stays aligned with ``xs[t]``
         (with ``length``, only the valid prefix is reversed, as in ``rnnjax.scan``).
-      on_failure: ``"fallback"`` reruns the sequence with a sequential loop when Newton did not
-        converge (``info.fell_back``); ``"raise"`` raises :class:`ConvergenceError` when called
-        outside ``jit``/``vmap``/``grad`` and otherwise returns NaN trajectories. Under ``vmap``
-        the fallback loop runs only when some example of the batch did not converge.
+      on_failure: ``"fallback"`` reruns the sequence with a sequential loop when the iteration
+        did not converge (``info.fell_back``); ``"raise"`` raises :class:`ConvergenceError` when
+        called outside ``jit``/``vmap``/``grad`` and otherwise returns NaN trajectories. Under
+        ``vmap`` the fallback loop runs only when some example of the batch did not converge.
 
     Returns:
       ``(final_state, ys [T, H], info)``, ``info`` a :class:`ParallelScanInfo`.
 
     Raises:
-      TypeError: ``cell`` is not a Cell, ``xs`` is not floating point or ``length`` not an int.
-      ValueError: bad ``xs`` shape, option, ``initial_state`` or ``initial_guess``, or
-        ``length`` not a scalar in ``[0, T]``.
+      TypeError: ``cell`` is not a Cell, ``xs`` is not floating point, ``length`` not an int or
+        ``resets`` not bool.
+      ValueError: bad ``xs`` shape, option, ``initial_state``, ``initial_guess`` or ``resets``
+        shape, or ``length`` not a scalar in ``[0, T]``.
       ConvergenceError: ``on_failure="raise"``, concrete values, no convergence.
 
+    >>> import jax, jax.numpy as jnp, rnnjax
     >>> cell = rnnjax.gru(16)
     >>> params = cell.init(jax.random.key(0), input_size=4)
     >>> final_state, ys, info = rnnjax.parallel_scan(cell, params, jnp.ones((1000, 4)))
-    >>> bool(info.converged), int(info.iterations)   # (True, 4)-ish for a contractive GRU
-    >>> final_state, ys, info = rnnjax.parallel_scan(cell, params, jnp.ones((1000, 4)), length=700)
+    >>> bool(info.converged)
+    True
+    >>> final_state, ys, info = rnnjax.parallel_scan(cell, params, jnp.ones((100, 4)), method="elk")
+    >>> bool(info.converged)
+    True
     """
     _check_cell(cell)
     _check_options(method, max_iter, tol, on_failure)
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
     num_steps = xs.shape[0]
+    resets = _check_resets(resets, num_steps)
     if num_steps == 0:
-        raise ValueError("xs must have at least one step (T >= 1); got shape (0, ...).")
+        final_state, ys = scan(cell, params, xs, initial_state=initial_state, length=length)
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(final_state))
+        return final_state, ys, _sequential_info(dtype)
+    if method == "auto":
+        kwargs = dict(
+            max_iter=max_iter, tol=tol, initial_guess=initial_guess, initial_state=initial_state,
+            length=length, resets=resets, reverse=reverse, on_failure=on_failure,
+        )  # fmt: skip
+        return _auto(cell, params, xs, kwargs)
     valid = None
     if length is not None:
         length = _checks.lengths(length, (), num_steps, name="length")
-        valid = jnp.arange(num_steps) < length
+        valid = _mask.valid(length, num_steps)
         # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
-        xs = jnp.where(valid[:, None], xs, jnp.zeros_like(xs))
+        xs = _mask.zero_padding(xs, valid)
+    starts = None if resets is None else _mask.segment_starts(resets, reverse)
     if reverse:
+        # The whole sequence is reversed: the padding then leads, as identity steps.
         xs = xs[::-1]
         valid = None if valid is None else valid[::-1]
+        starts = None if starts is None else starts[::-1]
     projected = cell.project_inputs(params, xs)
     dtype = jnp.result_type(projected, *jax.tree_util.tree_leaves(params))
     state = _check_initial_state(cell, initial_state, dtype)
@@ -372,24 +218,28 @@ def parallel_scan(
     s0, unravel = ravel_pytree(state)
     unravel_all = jax.vmap(unravel)
 
-    def f(params, s, inputs):
-        p, valid_t = inputs
-        new = ravel_pytree(cell.recur(params, unravel(s), p)[0])[0]
+    def f(params, s0, s, inputs):
+        p, valid_t, start_t = inputs
+        # A reset step starts from s0: its Jacobian with respect to s is zero.
+        prev = s if start_t is None else jnp.where(start_t, s0, s)
+        new = ravel_pytree(cell.recur(params, unravel(prev), p)[0])[0]
         # A padded step is the identity: Jacobian I, Newton offset 0.
-        return new if valid_t is None else jnp.where(valid_t, new, s)
+        return new if valid_t is None else _mask.keep(valid_t, new, s)
 
     if tol is None:
         tol = _DEFAULT_TOL.get(np.dtype(s0.dtype).name, 1e-2)
-    solve = _make_solver(f, method, max_iter, float(tol), on_failure == "fallback")
+    solve = make_solver(f, method, max_iter, float(tol), on_failure == "fallback")
     guess_flat = jax.vmap(lambda *leaves: ravel_pytree(leaves)[0])(
         *jax.tree_util.tree_leaves(guess)
     )
-    states, info = solve(params, (projected, valid), s0, guess_flat)
+    states, info = solve(params, (projected, valid, starts), s0, guess_flat)
 
-    prev = unravel_all(_shift(states, s0))
-    _, ys = jax.vmap(cell.recur, in_axes=(None, 0, 0))(params, prev, projected)
+    prev = shift(states, s0)
+    if starts is not None:
+        prev = jnp.where(starts[:, None], s0[None], prev)
+    _, ys = jax.vmap(cell.recur, in_axes=(None, 0, 0))(params, unravel_all(prev), projected)
     if valid is not None:
-        ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
+        ys = _mask.zero_invalid(valid, ys)
     final_state = unravel(states[-1])
     if on_failure == "raise":
         ys = jnp.where(info.converged, ys, jnp.full_like(ys, jnp.nan))
@@ -404,6 +254,32 @@ def parallel_scan(
             raise ConvergenceError(
                 f"parallel_scan ({method}) did not converge to tol {tol:.3g} in {iterations} "
                 f"iterations (max_iter={max_iter}); info.residual holds the last residual. "
-                f"Raise max_iter, use on_failure='fallback', or use rnnjax.scan for this cell."
+                f"Raise max_iter, use method='elk', on_failure='fallback', or rnnjax.scan."
             )
     return final_state, ys, info
+
+
+def _auto(cell, params, xs, kwargs):
+    """``method="auto"``: the method :func:`rnnjax.parallel_method` picks, or a ``lax.switch``."""
+    choice = _parallel_auto.parallel_method(
+        cell, params, xs, initial_state=kwargs["initial_state"], max_iter=kwargs["max_iter"]
+    )
+    branches = [
+        lambda: _sequential(cell, params, xs, kwargs),
+        lambda: parallel_scan(cell, params, xs, method="deer", **kwargs),
+        lambda: parallel_scan(cell, params, xs, method="elk", **kwargs),
+    ]
+    if isinstance(choice, str):
+        return branches[_parallel_auto.CHOICES.index(choice)]()
+    return lax.switch(choice, branches)
+
+
+def _sequential(cell, params, xs, kwargs):
+    # resets= only when given: rnnjax.scan's resets argument is newer than this module.
+    extra = {} if kwargs["resets"] is None else {"resets": kwargs["resets"]}
+    final_state, ys = scan(
+        cell, params, xs, initial_state=kwargs["initial_state"], length=kwargs["length"],
+        reverse=kwargs["reverse"], **extra,
+    )  # fmt: skip
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(final_state))
+    return final_state, ys, _sequential_info(dtype)

@@ -1,4 +1,9 @@
-"""Run a cell over one sequence with ``jax.lax.scan``; BPTT is ``jax.grad`` through it."""
+"""Run a cell over one sequence with ``jax.lax.scan``; BPTT is ``jax.grad`` through it.
+
+Built-in cells left as built take the fast path (``rnnjax._fast``: the seam that holds every
+speed decision); any other cell runs here, as its documented truth (``rnnjax.Cell``): its own
+``step`` when only ``step`` was replaced, else ``recur`` on the hoisted ``project_inputs``.
+"""
 
 from functools import partial
 from typing import Any
@@ -7,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax import _checks, _fused
+from rnnjax import _checks, _fast, _mask
 from rnnjax._cells import Cell
 
 
@@ -41,6 +46,37 @@ def _check_initial_state(cell: Cell, initial_state, dtype):
     return initial_state
 
 
+def _check_resets(resets, shape: tuple, name: str = "resets"):
+    """``resets`` as a bool array of ``shape``, or ``None``."""
+    if resets is None:
+        return None
+    arr = jnp.asarray(resets)
+    if arr.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name} must have dtype bool (True where a segment starts); got {arr.dtype}."
+        )
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}.")
+    return arr
+
+
+def runs_own_step(cell: Cell) -> bool:
+    """Whether ``cell``'s truth is its own ``step``: a built-in cell whose ``step`` alone was
+    replaced (``rnnjax.Cell`` documents the contract)."""
+    kernels = cell.kernels
+    return (
+        kernels is not None
+        and cell.step != kernels.step
+        and (cell.project_inputs, cell.recur) == (kernels.project_inputs, kernels.recur)
+    )
+
+
+def _planner(cell: Cell, kernels, unroll) -> "_fast.Planner":
+    return _fast.Planner(
+        kernels.kind, cell.hidden_size, jax.default_backend(), _fast.cores(), unroll
+    )
+
+
 def scan(
     cell: Cell,
     params: Any,
@@ -52,13 +88,16 @@ def scan(
     unroll: int | bool | None = None,
     remat: bool = False,
     remat_chunk: int | None = None,
+    resets: jax.Array | None = None,
 ) -> tuple[Any, jax.Array]:
     """Run ``cell`` over one sequence ``xs [T, D]``; returns ``(final_state, ys [T, H])``.
 
-    The built-in cells (without ``remat``) take a fused path whose derivative is one custom JVP
-    over the whole sequence (``rnnjax._fused``: less BPTT memory, the ``dW_h`` term as one matmul);
-    other cells run ``cell.recur`` under ``lax.scan`` with the input projection ``xs W_x + b``
-    hoisted out of the loop. Batches come from ``jax.vmap`` (or ``rnnjax.rnn``).
+    Built-in cells left as built (without ``remat``) take the fast path, whose derivative is
+    one custom JVP over the whole sequence (``rnnjax._fast``: less BPTT memory, the ``dW_h`` term
+    as one matmul); under ``jax.vmap`` its loops see the whole batch, as ``rnnjax.rnn``'s do.
+    Other cells run ``cell.recur`` under ``lax.scan`` with the input projection ``xs W_x + b``
+    hoisted out of the loop (or their own ``step``, see :class:`rnnjax.Cell`). Batches come from
+    ``jax.vmap`` (or ``rnnjax.rnn``).
 
     Args:
       cell: a :class:`Cell` from ``rnnjax.simple_rnn``, ``lstm`` or ``gru``.
@@ -73,92 +112,96 @@ def scan(
         ``[0, T]``; concrete values are checked.
       reverse: run from the last valid step to the first; ``ys[t]`` stays aligned with ``xs[t]``.
         With ``length``, only the valid prefix is reversed (padding does not delay the start).
-      unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` picks the measured best
-        for ``jax.default_backend()`` when traced: 8 on a GPU (kernel launches dominate a step
-        there), 1 on CPU and elsewhere, except 4 in the reset-after GRU's partitioned forward on
-        CPU when it is not differentiated (``rnnjax._partitioned``). Pass an int to choose it
-        yourself.
+      unroll: steps per loop iteration, passed to ``lax.scan``; ``None`` lets the fast path's
+        plan pick it for ``jax.default_backend()`` when traced (``rnnjax._fast.plan``: more on a
+        GPU, where kernel launches dominate a step). Pass an int to choose it yourself.
       remat: wrap the step in ``jax.checkpoint``: BPTT stores only the carries and recomputes
         the gates, trading compute for memory.
       remat_chunk: checkpoint the loop in chunks of this many steps: BPTT keeps one carry per
         chunk plus one chunk's internals and recomputes each chunk's forward, so memory is
         ``O(T / k + k)`` (``k ~ sqrt(T)`` is the classic choice for very long sequences).
         Combines with ``remat``; ``T`` need not be a multiple of ``k``.
+      resets: ``bool [T]`` (or ``None``): ``resets[t]`` starts a new segment at step ``t``; the
+        state entering step ``t`` is ``initial_state`` again (with ``reverse``, each segment runs
+        from its last step to its first, so the state entering step ``t - 1`` is). Equal to
+        running each segment on its own; padding steps (past ``length``) ignore it.
 
     Returns:
       ``(final_state, ys)`` with ``ys [T, H]``.
 
     Raises:
-      TypeError: ``cell`` is not a Cell, ``xs`` or ``length`` has the wrong dtype.
+      TypeError: ``cell`` is not a Cell, ``xs``, ``length`` or ``resets`` has the wrong dtype.
       ValueError: ``xs`` is not ``[T, input_size]``, ``length`` is not a scalar in ``[0, T]``,
-        or ``initial_state`` does not have the cell's shape.
+        ``resets`` is not ``[T]``, or ``initial_state`` does not have the cell's shape.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.lstm(16)
     >>> params = cell.init(jax.random.key(0), input_size=4)
     >>> final_state, ys = rnnjax.scan(cell, params, jnp.ones((10, 4)), length=7)
+    >>> starts = jnp.zeros(10, bool).at[4].set(True)              # segments 0-3 and 4-9
+    >>> final_state, ys = rnnjax.scan(cell, params, jnp.ones((10, 4)), resets=starts)
     """
     _check_cell(cell)
-    loop_unroll = _checks.unroll(unroll)
-    fused_unroll = None if unroll is None else loop_unroll  # None: the fused path's defaults
+    if unroll is not None:
+        unroll = _checks.unroll(unroll)
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
     num_steps = xs.shape[0]
+    resets = _check_resets(resets, (num_steps,))
     if remat_chunk is not None:
         if not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool) or remat_chunk < 1:
             raise ValueError(f"remat_chunk must be a positive int or None; got {remat_chunk!r}.")
         if length is None and num_steps % remat_chunk:
             length = num_steps  # the chunks' padding must leave the state alone
+    valid = None
     if length is not None:
         length = _checks.lengths(length, (), num_steps, name="length")
-        steps = jnp.arange(num_steps)
-        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
-        xs = jnp.where((steps < length)[:, None], xs, jnp.zeros_like(xs))
-        if remat_chunk is not None and num_steps % remat_chunk:
-            pad = remat_chunk - num_steps % remat_chunk
-            xs = jnp.pad(xs, ((0, pad), (0, 0)))
-            steps = jnp.arange(num_steps + pad)
-    fast = not remat and remat_chunk is None and _fused.fast_kind(cell) is not None
-    # The fast path projects inside its loop; here it only needs the projection's dtype.
+        valid = _mask.valid(length, num_steps)
+        xs = _mask.zero_padding(xs, valid)
+    starts = None if resets is None else _mask.segment_starts(resets, reverse)
     # Checks the params and gives the projection's dtype without computing it.
     projected = jax.eval_shape(cell.project_inputs, params, xs)
     state = _check_initial_state(
         cell, initial_state, jnp.result_type(projected.dtype, *jax.tree_util.tree_leaves(params))
     )
-    if fast:
+    kernels = _fast.record(cell)
+    if kernels is not None and not remat and remat_chunk is None:
         step_input = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
         jax.eval_shape(cell.step, params, state, step_input)  # the cell's checks and messages
-        valid = None if length is None else steps < length
-        return _fused.scan(cell, params, xs, state, valid, reverse=reverse, unroll=fused_unroll)
-    recur = jax.checkpoint(cell.recur) if remat else cell.recur
-    # One hoisted ``xs W_x + b`` for all steps; with ``remat_chunk`` each checkpointed chunk
-    # projects its own steps, so neither the projection nor its cotangent is O(T) in memory.
-    project = partial(cell.project_inputs, params)
+        return _fast.scan_one(
+            kernels, params, xs, state, valid, starts,
+            reverse=reverse, planner=_planner(cell, kernels, unroll),
+        )  # fmt: skip
+    loop_unroll = _fast.default_unroll(jax.default_backend()) if unroll is None else unroll
+    own_step = runs_own_step(cell)
+    advance = cell.step if own_step else cell.recur
+    advance = jax.checkpoint(advance) if remat else advance
+    # One hoisted ``xs W_x + b`` for all steps (not for a cell run by its own ``step``); with
+    # ``remat_chunk`` each checkpointed chunk projects its own steps, so neither the projection
+    # nor its cotangent is O(T) in memory.
+    project = (lambda x: x) if own_step else partial(cell.project_inputs, params)
 
-    if length is None:
-
-        def body(carry, projected_t):
-            return recur(params, carry, projected_t)
-
-        if remat_chunk is None:
-            return _loop(body, state, project(xs), reverse, loop_unroll, None, num_steps)
-        return _loop(body, state, xs, reverse, loop_unroll, remat_chunk, num_steps, project)
-
-    def masked_body(carry, inputs):
-        t, projected_t = inputs
-        valid = t < length
-        new_carry, y = recur(params, carry, projected_t)
-        new_carry = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(valid, new, old), new_carry, carry
-        )
-        return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
+    def body(carry, inputs):
+        input_t, valid_t, reset_t = inputs
+        entering = carry if reset_t is None else _mask.keep(reset_t, state, carry)
+        new, y = advance(params, entering, input_t)
+        return _mask.step(valid_t, new, carry, y)
 
     if remat_chunk is None:
         return _loop(
-            masked_body, state, (steps, project(xs)), reverse, loop_unroll, None, num_steps
+            body, state, (project(xs), valid, starts), reverse, loop_unroll, None, num_steps
+        )
+    padded = xs, valid, starts
+    if num_steps % remat_chunk:
+        pad = remat_chunk - num_steps % remat_chunk
+        padded = jax.tree_util.tree_map(
+            lambda a: jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)), padded
         )
     return _loop(
-        masked_body, state, (steps, xs), reverse, loop_unroll, remat_chunk, num_steps,
-        lambda inputs: (inputs[0], project(inputs[1])),
+        body, state, padded, reverse, loop_unroll, remat_chunk, num_steps,
+        lambda inputs: (project(inputs[0]), *inputs[1:]),
     )  # fmt: skip
 
 
@@ -187,34 +230,43 @@ def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps, prepare=None):
 
 
 def scan_batch(
-    cell: Cell, params, x, initial_state, lengths, *, reverse, unroll, remat, remat_chunk
-):
+    cell: Cell, params, x, initial_state, lengths, *, reverse, unroll, remat, remat_chunk,
+    resets=None, plans=None,
+):  # fmt: skip
     """``scan`` over a batch ``x [B, T, D]``: returns ``(final_state [B, ...], ys [B, T, H])``.
 
-    Equal to ``jax.vmap(scan)`` with per-example ``initial_state`` leaves ``[B, ...]`` and
-    ``lengths [B]`` (or ``None``), and it raises the same errors. Built-in cells without remat run
-    the fused path time-major on ``[T, B, ...]`` directly, so the derivative's hoisted matmuls see
-    all ``T * B`` rows at once in the layout XLA:CPU's GEMM is fast with (``vmap`` would put the
-    batch dim where XLA chooses a slow, transposing form).
+    Equal to ``jax.vmap(scan)`` with per-example ``initial_state`` leaves ``[B, ...]``,
+    ``lengths [B]`` and ``resets [B, T]`` (or ``None``), and it raises the same errors. Built-in
+    cells without remat run the fast path time-major on ``[T, B, ...]`` directly, so the
+    derivative's hoisted matmuls see all ``T * B`` rows at once in the layout XLA:CPU's GEMM is
+    fast with, planned for this batch size (``plans``: a ``(forward, derivative)`` pair of
+    ``rnnjax._fast.Plan`` to force a path instead).
     """
 
-    def one(xs, state, length):
+    def one(xs, state, length, resets_one):
         return scan(
-            cell, params, xs, initial_state=state, length=length,
-            reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+            cell, params, xs, initial_state=state, length=length, reverse=reverse,
+            unroll=unroll, remat=remat, remat_chunk=remat_chunk, resets=resets_one,
         )  # fmt: skip
 
     if unroll is not None:
-        unroll = _checks.unroll(unroll)  # None stays: each path picks its own default
+        unroll = _checks.unroll(unroll)  # None stays: the plan picks it
+    if resets is not None:
+        resets = _check_resets(resets, x.shape[:2])
     batched = jax.vmap(one)
-    if remat or remat_chunk is not None or _fused.fast_kind(_check_cell(cell)) is None:
-        return batched(x, initial_state, lengths)
-    jax.eval_shape(batched, x, initial_state, lengths)  # every check and message of ``scan``
+    kernels = _fast.record(_check_cell(cell))
+    if remat or remat_chunk is not None or kernels is None:
+        return batched(x, initial_state, lengths, resets)
+    jax.eval_shape(batched, x, initial_state, lengths, resets)  # every check and message of scan
     xs = jnp.swapaxes(x, 0, 1)
-    valid = None
-    if lengths is not None:
-        valid = jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
-        # Zero the padding so NaN/inf there cannot leak into gradients (0 * NaN is NaN).
-        xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))
-    final, ys = _fused.scan(cell, params, xs, initial_state, valid, reverse=reverse, unroll=unroll)
+    valid = None if lengths is None else _mask.valid(lengths, xs.shape[0])
+    xs = _mask.zero_padding(xs, valid)
+    starts = None if resets is None else _mask.segment_starts(jnp.swapaxes(resets, 0, 1), reverse)
+    if plans is None:
+        planner = _planner(cell, kernels, unroll)
+        plans = planner(xs.shape[1], False), planner(xs.shape[1], True)
+    final, ys = _fast.scan(
+        kernels, params, xs, initial_state, valid, starts,
+        reverse=reverse, forward=plans[0], derivative=plans[1],
+    )  # fmt: skip
     return final, jnp.swapaxes(ys, 0, 1)

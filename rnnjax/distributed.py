@@ -65,6 +65,12 @@ def make_mesh(data: int | None = None, model: int = 1, *, devices=None) -> Mesh:
     >>> mesh = rnnjax.distributed.make_mesh(model=2)   # 8 devices -> mesh {"data": 4, "model": 2}
     """
     devices = list(jax.devices() if devices is None else devices)
+    for index, device in enumerate(devices):
+        if not isinstance(device, jax.Device):
+            raise TypeError(
+                f"devices must be jax.Device objects (jax.devices()); devices[{index}] is "
+                f"{type(device).__name__} {device!r:.40}."
+            )
     for name, value in (("model", model), ("data", data)):
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -133,6 +139,11 @@ def _batch_size(batch: Any) -> int:
         raise ValueError("batch must hold at least one array; got an empty pytree.")
     sizes = {}
     for path, leaf in leaves:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(
+                f"batch leaves must be arrays [B, ...]; batch{jax.tree_util.keystr(path)} is "
+                f"{type(leaf).__name__} (convert lists with np.asarray)."
+            )
         shape = jnp.shape(leaf)
         if not shape:
             raise ValueError(
@@ -162,6 +173,8 @@ def pad_batch(batch: Any, multiple: int) -> tuple[Any, jax.Array]:
     Raises:
       ValueError: empty batch, leaves with different leading sizes, or ``multiple < 1``.
 
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> padded, mask = rnnjax.distributed.pad_batch({"x": jnp.ones((10, 3))}, 8)  # x: (16, 3)
     """
     if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
@@ -266,6 +279,8 @@ def data_parallel(
     >>> step = rnnjax.distributed.data_parallel(train_step, mesh, remainder="pad")
     >>> params, opt_state, metrics = step(params, opt_state, {"x": x, "y": y})
     """
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be a callable train step; got {type(step_fn).__name__}.")
     _check_axis(mesh, data_axis, "data_axis")
     _check_axis(mesh, model_axis, "model_axis")
     if data_axis is None or data_axis == model_axis:
@@ -274,8 +289,14 @@ def data_parallel(
         )
     if remainder not in REMAINDER_MODES:
         raise ValueError(f"remainder must be one of {REMAINDER_MODES}; got {remainder!r}.")
-    batch_argnums = (batch_argnums,) if isinstance(batch_argnums, int) else tuple(batch_argnums)
-    if not batch_argnums or not all(isinstance(i, int) and i >= 0 for i in batch_argnums):
+    if isinstance(batch_argnums, int):
+        batch_argnums = (batch_argnums,)
+    batch_argnums = tuple(batch_argnums) if isinstance(batch_argnums, Sequence) else batch_argnums
+    if (
+        not isinstance(batch_argnums, tuple)
+        or not batch_argnums
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in batch_argnums)
+    ):
         raise ValueError(
             f"batch_argnums must be one or more non-negative ints; got {batch_argnums!r}."
         )

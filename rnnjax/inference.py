@@ -9,9 +9,10 @@ every sequence has the length of the first), this engine
 * runs each bucket as one ``jax.jit``-compiled ``vmap`` of :func:`rnnjax.scan` with per-sequence
   ``length`` (padding never changes a result: the state stops at each sequence's last valid step);
 * splits each batch over all local devices (``jax.sharding``) when there are several;
-* isolates bad sequences: a sequence with the wrong shape or dtype, non-finite values or a length
-  beyond the largest bucket gets NaN results, ``ok=False`` and a reason, and the others are computed
-  as usual (``strict=True`` raises instead).
+* isolates bad sequences: a sequence with the wrong shape or dtype (bool included), values that
+  are not finite in the engine's dtype (NaN, inf, or a float64 value past float32's range) or a
+  length beyond the largest bucket gets NaN results, ``ok=False`` and a reason, and the others are
+  computed as usual (``strict=True`` raises instead).
 
 Any rnnjax cell works (``simple_rnn``, ``lstm``, ``gru``); weights in the seed's Java layout come in
 through :meth:`InferenceEngine.from_seed_rnn` and :meth:`InferenceEngine.from_seed_lstm`.
@@ -74,19 +75,34 @@ class EngineStats(NamedTuple):
 def power_of_two_bucket(length: int, minimum: int = 8) -> int:
     """The smallest power of two ``>= max(length, minimum)``: the default length bucket.
 
+    >>> import rnnjax
     >>> rnnjax.inference.power_of_two_bucket(100)
     128
     """
+    for name, value in (("length", length), ("minimum", minimum)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int; got {value!r}.")
     return max(int(minimum), 1 << max(int(length) - 1, 0).bit_length())
 
 
-def _as_sequence(item, index: int, input_size: int, length) -> tuple[np.ndarray | None, str | None]:
-    """``(array [L, D], None)`` for a usable sequence, else ``(None, reason)``."""
+def _as_sequence(
+    item, index: int, input_size: int, length, dtype: np.dtype
+) -> tuple[np.ndarray | None, str | None]:
+    """``(array [L, D] in dtype, None)`` for a usable sequence, else ``(None, reason)``.
+
+    Values are checked for finiteness *after* the cast to the engine's ``dtype``: a float64 1e39
+    is finite but overflows float32 to inf, and would otherwise poison the row with NaN states.
+    """
     try:
         array = np.asarray(item)
     except ValueError as error:  # ragged nested lists
         return None, f"sequence {index} is not a rectangular [length, {input_size}] array ({error})"
-    if array.dtype.kind not in "biuf" and not jnp.issubdtype(array.dtype, jnp.floating):
+    if array.dtype.kind == "b":
+        return None, (
+            f"sequence {index} must be real numbers (int or float); got dtype bool. Cast it "
+            f"first if 0/1 values are meant, e.g. x.astype(np.float32)."
+        )
+    if array.dtype.kind not in "iuf" and not jnp.issubdtype(array.dtype, jnp.floating):
         return None, f"sequence {index} must be real numbers; got dtype {array.dtype}"
     if array.ndim != 2 or array.shape[1] != input_size:
         return None, (
@@ -96,8 +112,14 @@ def _as_sequence(item, index: int, input_size: int, length) -> tuple[np.ndarray 
     valid = array.shape[0] if length is None else int(length)
     if not 0 <= valid <= array.shape[0]:
         return None, f"lengths[{index}]={valid} must lie in [0, {array.shape[0]}]"
-    if not np.isfinite(array[:valid]).all():
-        return None, f"sequence {index} has NaN or infinite values in its first {valid} steps"
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array[:valid].astype(dtype)
+    if not np.isfinite(cast).all():
+        overflow = np.isfinite(np.asarray(array[:valid], np.float64)).all()
+        reason = (
+            f"overflow past the largest {dtype} value" if overflow else "NaN or infinite values"
+        )
+        return None, f"sequence {index} has {reason} in its first {valid} steps"
     return array, None
 
 
@@ -155,15 +177,17 @@ class InferenceEngine:
             params, cell.initial_state((), self.dtype), jnp.zeros(self.input_size, self.dtype)
         )
         if length_buckets is not None:
-            length_buckets = tuple(int(b) for b in length_buckets)
+            length_buckets = tuple(length_buckets)
             if (
-                not length_buckets
+                not all(isinstance(b, int | np.integer) for b in length_buckets)
+                or not length_buckets
                 or any(b < 1 for b in length_buckets)
                 or (list(length_buckets) != sorted(set(length_buckets)))
             ):
                 raise ValueError(
                     f"length_buckets must be increasing positive ints; got {length_buckets}."
                 )
+            length_buckets = tuple(int(b) for b in length_buckets)
         if not isinstance(min_length_bucket, int) or min_length_bucket < 1:
             raise ValueError(
                 f"min_length_bucket must be a positive int; got {min_length_bucket!r}."
@@ -247,6 +271,12 @@ class InferenceEngine:
           return_outputs: also return every step's output (see :class:`InferenceResult`).
           strict: raise ``ValueError`` listing the bad sequences instead of marking them.
 
+        A sequence is bad (``ok=False``, NaN results, a reason in ``errors``) when it is not a
+        ``[length, input_size]`` array of ints or floats (bool is refused: cast it if 0/1 values
+        are meant), when its length passes the largest bucket, or when its valid steps are not
+        finite once cast to the engine's dtype (so float64 ``1e39`` is refused by a float32
+        engine rather than overflowing to inf inside the scan).
+
         Returns:
           An :class:`InferenceResult`. An empty batch (``N = 0``) returns empty arrays and compiles
           nothing; a length-0 sequence gets the zero initial state and no outputs.
@@ -259,9 +289,8 @@ class InferenceEngine:
         items, lengths = self._split(sequences, lengths)
         arrays, errors = [], []
         for index, item in enumerate(items):
-            array, error = _as_sequence(
-                item, index, self.input_size, None if lengths is None else lengths[index]
-            )
+            valid = None if lengths is None else lengths[index]
+            array, error = _as_sequence(item, index, self.input_size, valid, self.dtype)
             valid = 0 if error else array.shape[0] if lengths is None else int(lengths[index])
             if error is None and self.bucket_length(valid) is None:
                 largest = self.length_buckets[-1]

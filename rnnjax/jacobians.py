@@ -42,7 +42,23 @@ _PARTS = ("full", "h")
 
 def flatten_state(state: Any) -> jax.Array:
     """Concatenate a state's fields along the last axis: ``LSTMState(h, c) -> [..., 2H]``."""
+    if not isinstance(state, tuple) or not state:
+        raise TypeError(
+            f"state must be a cell state such as LSTMState(h, c) (cell.initial_state()); "
+            f"got {type(state).__name__}."
+        )
     return jnp.concatenate(list(state), axis=-1)
+
+
+def _check_step_jacobians(step_jacobians) -> jax.Array:
+    """``[T, S, S]`` floating per-step Jacobians, or a ``ValueError`` naming the argument."""
+    step_jacobians = _checks.floating_array(step_jacobians, "step_jacobians")
+    if step_jacobians.ndim != 3 or step_jacobians.shape[1] != step_jacobians.shape[2]:
+        raise ValueError(
+            f"step_jacobians must have shape (T, S, S) (step_jacobians(...)); got shape "
+            f"{tuple(step_jacobians.shape)}."
+        )
+    return step_jacobians
 
 
 def _unflatten(template: Any, flat: jax.Array) -> Any:
@@ -71,7 +87,6 @@ def _perturbed_cell(cell: Cell, template: Any) -> Cell:
     Inputs are ``[x_t, e_t]`` (``[T, D + S]``); after each step the state becomes
     ``s_t + e_t`` and the output is the flattened state ``[S]``.
     """
-    fused = cell.num_gates * cell.hidden_size
     state_size = len(template) * cell.hidden_size
 
     def project_inputs(params, inputs):
@@ -79,8 +94,10 @@ def _perturbed_cell(cell: Cell, template: Any) -> Cell:
         return jnp.concatenate([cell.project_inputs(params, x), e], axis=-1)
 
     def recur(params, state, projected):
-        new_state, _ = cell.recur(params, state, projected[..., :fused])
-        flat = flatten_state(new_state) + projected[..., fused:]
+        # The perturbation is the last ``state_size`` entries; the cell's own projection (any
+        # width: the LRU's also carries its skip term) comes before it.
+        new_state, _ = cell.recur(params, state, projected[..., :-state_size])
+        flat = flatten_state(new_state) + projected[..., -state_size:]
         return _unflatten(template, flat), flat
 
     def step(params, state, x):
@@ -151,6 +168,10 @@ def step_jacobians(
     Returns:
       ``[T, S, S]``; entry ``t - 1`` is ``d s_t / d s_{t-1}`` at the visited states.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import step_jacobians
     >>> cell = rnnjax.gru(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> step_jacobians(cell, params, jnp.ones((20, 3))).shape
@@ -180,6 +201,10 @@ def rnn_step_jacobians(params: Any, xs: jax.Array, initial_state: Any = None) ->
     Returns:
       ``[T, H, H]``; entry ``j - 1`` is ``d h_j / d h_{j-1}`` (numerator layout).
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import rnn_step_jacobians
     >>> params = rnnjax.simple_rnn(8).init(jax.random.key(0), input_size=3)
     >>> rnn_step_jacobians(params, jnp.ones((20, 3))).shape
     (20, 8, 8)
@@ -199,6 +224,7 @@ def chain_products(step_jacobians: jax.Array) -> jax.Array:
     Returns:
       ``[T + 1, S, S]``, indexed as :func:`state_jacobians`.
     """
+    step_jacobians = _check_step_jacobians(step_jacobians)
     identity = jnp.eye(step_jacobians.shape[-1], dtype=step_jacobians.dtype)
 
     def body(product, step_jacobian):
@@ -211,6 +237,11 @@ def chain_products(step_jacobians: jax.Array) -> jax.Array:
 
 def spectral_norm(matrices: jax.Array) -> jax.Array:
     """Largest singular value of each matrix: ``[..., M, N] -> [...]``."""
+    matrices = _checks.floating_array(matrices, "matrices")
+    if matrices.ndim < 2:
+        raise ValueError(
+            f"matrices must have shape (..., M, N); got shape {tuple(matrices.shape)}."
+        )
     return jnp.linalg.matrix_norm(matrices, ord=2)
 
 
@@ -224,6 +255,7 @@ def pairwise_jacobians(step_jacobians: jax.Array) -> jax.Array:
       ``[T + 1, T + 1, S, S]`` with entry ``[t, k]`` equal to ``d s_t / d s_k`` (the identity
       on the diagonal) and zero where ``k > t``.
     """
+    step_jacobians = _check_step_jacobians(step_jacobians)
     num_steps, size = step_jacobians.shape[0], step_jacobians.shape[-1]
     sources = jnp.arange(num_steps + 1)
     identity = jnp.eye(size, dtype=step_jacobians.dtype)
@@ -250,11 +282,16 @@ def pairwise_jacobian_norms(step_jacobians: jax.Array) -> jax.Array:
       ``[T + 1, T + 1]`` with entry ``[t, k]`` the spectral norm of ``d s_t / d s_k`` (1 on the
       diagonal) and NaN where ``k > t``.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import pairwise_jacobian_norms, step_jacobians
     >>> cell = rnnjax.lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> pairwise_jacobian_norms(step_jacobians(cell, params, jnp.ones((20, 3)))).shape
     (21, 21)
     """
+    step_jacobians = _check_step_jacobians(step_jacobians)
     steps = jnp.arange(step_jacobians.shape[0] + 1)
     norms = spectral_norm(pairwise_jacobians(step_jacobians))
     return jnp.where(steps[None, :] <= steps[:, None], norms, jnp.nan)
@@ -283,6 +320,8 @@ def decay_rate(norms_by_lag: jax.Array, *, floor: float | None = None) -> jax.Ar
             f"norms_by_lag must have shape (..., L + 1) with L >= 2 lags; "
             f"got shape {tuple(norms_by_lag.shape)}."
         )
+    if floor is not None and not 0.0 < floor < 1.0:
+        raise ValueError(f"floor must lie in (0, 1) (the smallest norm kept); got {floor!r}.")
     dtype = jnp.result_type(norms_by_lag.dtype, jnp.float32)
     floor = 1e3 * float(jnp.finfo(dtype).tiny) if floor is None else floor
     norms = norms_by_lag[..., 1:].astype(dtype)
@@ -311,6 +350,16 @@ def pascanu_bound(w_h: jax.Array, lags: jax.Array, gamma: float = 1.0) -> jax.Ar
     Returns:
       ``[...]`` the bound at each lag.
     """
+    w_h = _checks.floating_array(w_h, "w_h")
+    if w_h.ndim != 2 or w_h.shape[0] != w_h.shape[1]:
+        raise ValueError(
+            f"w_h must be a square recurrent kernel (H, H) of a simple_rnn; got shape "
+            f"{tuple(w_h.shape)}."
+        )
+    if not gamma > 0:
+        raise ValueError(
+            f"gamma must be positive (a bound on the activation's slope); got {gamma!r}."
+        )
     return (gamma * spectral_norm(w_h)) ** jnp.asarray(lags, w_h.dtype)
 
 
@@ -323,8 +372,18 @@ def with_spectral_radius(params: Any, rho: float | jax.Array) -> Any:
     Raises:
       ValueError: ``params.w_h`` is not square (gated cells fuse ``[H, G*H]``).
 
+    >>> import jax
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import with_spectral_radius
     >>> params = with_spectral_radius(rnnjax.simple_rnn(8).init(jax.random.key(0), 3), 1.2)
     """
+    if not hasattr(params, "w_h") or not hasattr(params, "_replace"):
+        raise TypeError(
+            f"params must be a cell's params with a w_h field (simple_rnn(...).init); got "
+            f"{type(params).__name__}."
+        )
+    if _checks.is_concrete(rho) and not np.all(np.asarray(rho) >= 0):
+        raise ValueError(f"rho must be a non-negative spectral radius; got {rho!r}.")
     w_h = params.w_h
     if w_h.ndim != 2 or w_h.shape[0] != w_h.shape[1]:
         raise ValueError(

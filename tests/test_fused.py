@@ -1,4 +1,4 @@
-"""The fused sequence derivative (``rnnjax._fused``) against step-by-step autodiff of the same scan.
+"""The fast path's fused derivative (``rnnjax._fast``) against step-by-step autodiff of the scan.
 
 The oracle is the plain path: the same cell with ``recur`` wrapped, which ``rnnjax.scan`` does not
 recognise as built-in and therefore differentiates step by step through ``lax.scan``. Values,
@@ -14,7 +14,8 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
-from rnnjax import _fused
+from rnnjax import _fast, _scan
+from rnnjax._fast import Plan
 from tests.tolerances import assert_close
 
 CELLS = {
@@ -30,6 +31,22 @@ def _plain(cell):
     """The same cell on the step-by-step autodiff path (its ``recur`` is no longer built-in)."""
     recur = cell.recur
     return cell._replace(recur=lambda params, state, projected: recur(params, state, projected))
+
+
+def forced(cell, forward: Plan, derivative: Plan, reverse: bool = False):
+    """``apply(params, x, lengths=None, initial_state=None) -> (ys, final)`` over a batch through
+    the fast path with the given plans (tests force a path by passing a Plan)."""
+
+    def apply(params, x, lengths=None, initial_state=None):
+        if initial_state is None:
+            initial_state = cell.initial_state((x.shape[0],), x.dtype)
+        final, ys = _scan.scan_batch(
+            cell, params, x, initial_state, lengths, reverse=reverse, unroll=None, remat=False,
+            remat_chunk=None, plans=(forward, derivative),
+        )  # fmt: skip
+        return ys, final
+
+    return apply
 
 
 def _setup(name, hidden=3, inputs=2, steps=6, dtype=jnp.float64, seed=0):
@@ -60,8 +77,8 @@ def _loss(cell, length, reverse):
 @pytest.mark.parametrize("name", CELLS)
 def test_builtin_cells_take_the_fast_path_and_replaced_recur_does_not(name):
     cell = CELLS[name](4)
-    assert _fused.fast_kind(cell) is not None
-    assert _fused.fast_kind(_plain(cell)) is None
+    assert _fast.record(cell) is not None
+    assert _fast.record(_plain(cell)) is None
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -186,38 +203,42 @@ def test_time_major_batch_path_equals_vmapped_scan(x64, name, lengths, reverse):
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_feature_major_small_batch_path_equals_plain(x64, name, monkeypatch):
-    """At ``H >= 256`` and a small batch the fused loops compute their matmuls transposed
-    (``rnnjax._layout``; XLA:CPU only, forced on other backends so the path is tested there too):
-    values and both modes of derivative still equal plain autodiff."""
-    from rnnjax import _layout
-
-    hidden, batch = 256, 2
-    if jax.default_backend() != "cpu":
-        monkeypatch.setattr(_layout, "use_feature_major", lambda batch, hidden: True)
-    assert _layout.use_feature_major(batch, hidden)
-    cell = CELLS[name](hidden)
-    layer, plain = (
-        rnnjax.rnn(core, return_sequences=True, return_state=True) for core in (cell, _plain(cell))
-    )
-    params = layer.init(jax.random.key(0), (4, 3))
-    x = jax.random.normal(jax.random.key(1), (batch, 4, 3), jnp.float64)
+def test_feature_major_small_batch_path_equals_plain(x64, name):
+    """Forced feature-major loops (``rnnjax._fast._layout``: matmuls computed transposed, on any
+    backend): values and both modes of derivative still equal plain autodiff."""
+    cell = CELLS[name](8)
+    plain = rnnjax.rnn(_plain(cell), return_sequences=True, return_state=True)
+    layer = forced(cell, Plan("feature_major"), Plan("feature_major", saved=True))
+    params = plain.init(jax.random.key(0), (4, 3))
+    x = jax.random.normal(jax.random.key(1), (2, 4, 3), jnp.float64)
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
     lengths = jnp.array([4, 2])
 
-    def loss(layer):
+    def loss(apply):
         def value(params, x):
-            ys, final = layer.apply(params, x, lengths)
+            ys, final = apply(params, x, lengths)
             return jnp.sum(jnp.sin(ys)) + sum(
                 jnp.sum(s**2) for s in jax.tree_util.tree_leaves(final)
             )
 
         return value
 
-    assert_close(loss(layer)(params, x), loss(plain)(params, x))
+    assert_close(loss(layer)(params, x), loss(plain.apply)(params, x))
     jax.tree_util.tree_map(
         assert_close,
         jax.grad(loss(layer), argnums=(0, 1))(params, x),
-        jax.grad(loss(plain), argnums=(0, 1))(params, x),
+        jax.grad(loss(plain.apply), argnums=(0, 1))(params, x),
     )
     check_grads(loss(layer), (params, x), order=1, modes=("fwd", "rev"), eps=1e-6)
+
+
+def test_feature_major_is_planned_for_small_batches_on_cpu():
+    """The real layer at ``H = 256``, ``B = 2`` is planned feature-major on XLA:CPU."""
+    assert _fast.plan("lstm", 2, 256, "cpu", 2, False).layout == "feature_major"
+    assert _fast.plan("lstm", 2, 256, "gpu", 2, False).layout == "row_major"
+
+
+def test_derivative_plan_must_save(x64):
+    cell, params, xs, state = _setup("lstm")
+    with pytest.raises(ValueError, match="derivative must be a Plan with saved=True"):
+        forced(cell, Plan(), Plan())(params, xs[None], initial_state=None)

@@ -244,3 +244,60 @@ def test_errors(built):
 def my_tanh(v):
     """A custom activation (no rnnjax counterpart), equal to tanh."""
     return keras.ops.tanh(v)
+
+
+def _random_params(model, input_shape, seed):
+    params = model.init(jax.random.key(seed), input_shape)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    noisy = [0.5 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
+    return jax.tree_util.tree_unflatten(tree, noisy)
+
+
+SERIAL_MODELS = {
+    # The issue's example: raised "TypeError ... got tuple" before.
+    "lstm_sigmoid": lambda: rnnjax.serial(
+        rnnjax.rnn(rnnjax.lstm(4)), rnnjax.dense(1, jax.nn.sigmoid)
+    ),
+    "stack_of_gru_and_bidirectional_relu_tanh_head": lambda: rnnjax.serial(
+        rnnjax.stack(
+            [rnnjax.gru(4, reset_after=True), (rnnjax.simple_rnn(3, jax.nn.relu),) * 2],
+            return_sequences=True,
+        ),
+        rnnjax.dense(2, jnp.tanh),
+    ),
+    "bidirectional_mean_then_gru_seed_form_softmax": lambda: rnnjax.serial(
+        rnnjax.bidirectional(rnnjax.lstm(4), merge="mean", return_sequences=True),
+        rnnjax.rnn(rnnjax.gru(3)),
+        rnnjax.dense(2, jax.nn.softmax),
+    ),
+    "rnn_sequences_alone": lambda: rnnjax.rnn(rnnjax.lstm(3), return_sequences=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERIAL_MODELS))
+def test_to_keras_of_any_serial_matches_keras(name):
+    model = SERIAL_MODELS[name]()
+    params = _random_params(model, (6, 3), seed=len(name))
+    keras_model = interop.to_keras(model, params)
+    x = np.random.default_rng(5).normal(size=(4, 9, 3)).astype(np.float32)
+    expected = jax.jit(model.apply)(params, jnp.asarray(x))
+    _assert_same(expected, _keras(keras_model, x), scale=5.0)
+    back, again = interop.from_keras(keras_model)
+    _assert_same(jax.jit(back.apply)(again, jnp.asarray(x)), expected, scale=5.0)
+
+
+def test_to_keras_of_a_model_keras_cannot_express():
+    reversed_rnn = rnnjax.rnn(rnnjax.lstm(3), reverse=True)
+    params = _random_params(reversed_rnn, (6, 3), seed=0)
+    with pytest.raises(ValueError, match="no Keras model of these layers \\(LSTMParams\\)"):
+        interop.to_keras(reversed_rnn, params)
+    with_state = rnnjax.rnn(rnnjax.lstm(3), return_state=True)
+    with pytest.raises(ValueError, match="model.apply must return one array .*got a tuple"):
+        interop.to_keras(with_state, params)
+    with pytest.raises(TypeError, match="model must be the rnnjax Layer .*got dict"):
+        interop.to_keras({"lstm": 3}, params)
+    with pytest.raises(TypeError, match=r"params\[1\] must be rnnjax cell params.*got dict"):
+        interop.to_keras(reversed_rnn, (params, {"w": 1}))
+    with pytest.raises(TypeError, match="Pass the rnnjax model"):
+        interop.to_keras(None, (params, params))

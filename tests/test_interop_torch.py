@@ -237,3 +237,24 @@ def test_errors():
         interop.to_torch(None, rnn_params, bias=False)
     with pytest.raises(TypeError, match="params must be rnnjax cell params"):
         interop.to_torch(None, {"w": 1})
+
+
+def test_to_torch_rejects_layers_torch_has_no_recurrent_module_for():
+    dense = rnnjax.dense(2)
+    with pytest.raises(
+        TypeError, match="params must be .*got DenseParams.*dense layers and serial"
+    ):
+        interop.to_torch(dense, dense.init(jax.random.key(0), (3,)))
+    model = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(4)), rnnjax.dense(1))
+    params = model.init(jax.random.key(0), (5, 3))
+    with pytest.raises(TypeError, match=r"params\[1\] must be RNNParams, .*got DenseParams"):
+        interop.to_torch(model, params)
+    wrapped = (rnnjax.BidirectionalParams(params[0], params[1]),)
+    with pytest.raises(
+        TypeError, match=r"params\[0\] .*got BidirectionalParams of \['DenseParams'"
+    ):
+        interop.to_torch(None, wrapped)
+    module = interop.to_torch(model, params[0])
+    assert isinstance(module, torch.nn.LSTM) and module.hidden_size == 4
+    with pytest.raises(TypeError, match="module must be a torch.nn.RNN.*got Linear"):
+        interop.from_torch(torch.nn.Linear(3, 4))

@@ -325,21 +325,20 @@ def test_remat_chunk_keeps_no_per_step_projection():
 
 
 def test_unroll_default_is_chosen_per_backend(monkeypatch, scan_unrolls):
-    """``unroll=None`` (the default): 8 steps per iteration on a GPU, 1 elsewhere; the loop
-    really gets it (a spy on ``lax.scan``), in ``rnnjax.scan`` and in the batched layers."""
-    from rnnjax import _checks
+    """``unroll=None`` (the default): the plan's 8 steps per iteration on a GPU, 1 elsewhere; the
+    loop really gets it (a spy on ``lax.scan``), in ``rnnjax.scan`` and in the batched layers."""
+    from rnnjax import _fast
 
     seen = scan_unrolls
     cell, params, xs = _setup("lstm", steps=9)
     layer = rnnjax.rnn(cell, return_sequences=True)
-    for backend, expected in (("gpu", _checks.GPU_UNROLL), ("cuda", 8), ("cpu", 1), ("tpu", 1)):
+    for backend, expected in (("gpu", 8), ("cuda", 8), ("cpu", 1), ("tpu", 1)):
         monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
-        assert _checks.unroll(None) == expected
+        assert _fast.default_unroll(backend) == expected
         seen.clear()
         rnnjax.scan(cell, params, xs)
         layer.apply(params, xs[None])
         assert seen and set(seen) == {expected}, (backend, seen)
-    assert _checks.GPU_UNROLL == 8
 
 
 @pytest.mark.parametrize("unroll", [0, -2, 2.5, "8"])
@@ -362,3 +361,4 @@ def test_unroll_accepts_numpy_ints_and_bools():
 
     assert _checks.unroll(np.int64(4)) == 4 and type(_checks.unroll(np.int64(4))) is int
     assert _checks.unroll(np.bool_(True)) is True and _checks.unroll(False) is False
+    assert _checks.unroll(None) is None  # the plan picks it

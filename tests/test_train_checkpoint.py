@@ -1,19 +1,31 @@
-"""Checkpoints: bit-for-bit round trips, and a crash mid-write never loses the last good one."""
+"""Checkpoints on orbax: bit-for-bit round trips, keep-N, partial templates, the legacy msgpack
+format, sharded arrays restored to their sharding (8 simulated devices), and clear errors.
+
+Crash, lock and damage cases are in ``test_checkpoint_faults.py``; two processes in
+``test_checkpoint_multihost.py``.
+"""
 
 import os
-import signal
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import rnnjax
 from rnnjax import train
+from tests.multidevice import EIGHT, run_multidevice_cases
+
+LEGACY = Path(__file__).parent / "data" / "legacy_checkpoint"
+multidevice = pytest.mark.skipif(
+    not EIGHT, reason="needs 8 devices; test_eight_simulated_devices_in_subprocess runs it"
+)
 
 
 def _target():
@@ -30,10 +42,20 @@ def _target():
         "numpy": np.arange(6, dtype=np.int64).reshape(2, 3),
         "key": jax.random.key(42),
         "epoch": 3,
+        "best": float("inf"),
+        "ratio": 0.1,
+        "stopped": True,
+        "history": '[{"epoch": 1}]',
     }
 
 
-def _assert_bitwise_equal(a, b):
+def _zeros_like(target):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.zeros_like(x) if isinstance(x, jax.Array) else 0 * x, target
+    )
+
+
+def assert_bitwise_equal(a, b):
     leaves_a, tree_a = jax.tree_util.tree_flatten(a)
     leaves_b, tree_b = jax.tree_util.tree_flatten(b)
     assert tree_a == tree_b
@@ -49,13 +71,13 @@ def _assert_bitwise_equal(a, b):
 def test_round_trip_is_bit_for_bit(tmp_path):
     target = _target()
     path = train.save_checkpoint(tmp_path, target, 5)
-    assert path.name == "checkpoint_5.msgpack"
-    template = jax.tree_util.tree_map(
-        lambda x: jnp.zeros_like(x) if isinstance(x, jax.Array) else 0 * x, target
-    )
-    restored, step = train.restore_checkpoint(tmp_path, template)
+    assert path == tmp_path / "5" and path.is_dir()
+    assert train.checkpoint_path(tmp_path, 5) == path
+    restored, step = train.restore_checkpoint(tmp_path, _zeros_like(target))
     assert step == 5
-    _assert_bitwise_equal(restored, target)
+    assert_bitwise_equal(restored, target)
+    assert restored["best"] == float("inf") and restored["ratio"] == 0.1
+    assert isinstance(restored["stopped"], bool) and isinstance(restored["epoch"], int)
     assert jnp.array_equal(
         jax.random.normal(restored["key"], (3,)), jax.random.normal(target["key"], (3,))
     )
@@ -65,124 +87,171 @@ def test_float64_round_trip(tmp_path, x64):
     target = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 3)))}
     assert target["w"].dtype == jnp.float64
     train.save_checkpoint(tmp_path, target, 0)
-    _assert_bitwise_equal(train.restore_checkpoint(tmp_path, target)[0], target)
+    assert_bitwise_equal(train.restore_checkpoint(tmp_path, target)[0], target)
 
 
-def test_keep_and_step_selection(tmp_path):
+def test_keep_step_selection_and_replacement(tmp_path):
     for step in range(4):
         train.save_checkpoint(tmp_path, {"step": jnp.asarray(step)}, step, keep=2)
     assert train.checkpoint_steps(tmp_path) == [2, 3]
     assert int(train.restore_checkpoint(tmp_path, {"step": jnp.asarray(0)}, step=2)[0]["step"]) == 2
+    train.save_checkpoint(tmp_path, {"step": jnp.asarray(30)}, 3)  # replaces step 3
+    assert int(train.restore_checkpoint(tmp_path, {"step": jnp.asarray(0)})[0]["step"]) == 30
 
 
-_CHILD = """
-import os, signal, sys
-import jax.numpy as jnp
-from rnnjax import train
-from rnnjax.train import _checkpoint
-
-directory, mode = sys.argv[1], sys.argv[2]
-train.save_checkpoint(directory, {"w": jnp.arange(1000.0)}, 1)
-real_fdopen = os.fdopen
-
-class HalfWriter:
-    def __init__(self, file):
-        self.file = file
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return False
-    def write(self, data):
-        self.file.write(data[: len(data) // 2])
-        self.file.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if mode == "mid_write":
-    _checkpoint.os.fdopen = lambda fd, mode: HalfWriter(real_fdopen(fd, mode))
-elif mode == "before_rename":
-    _checkpoint.os.replace = die
-train.save_checkpoint(directory, {"w": jnp.arange(1000.0) + 1}, 2)
-"""
+def test_manager_saves_in_the_background_and_restores(tmp_path):
+    with train.CheckpointManager(tmp_path, keep=3) as manager:
+        for step in range(5):
+            manager.save(step, {"w": jnp.full(3, float(step))})
+        assert manager.steps() == [2, 3, 4]  # steps() waits for the pending saves
+        restored, step = manager.restore({"w": jnp.zeros(3)})
+    assert step == 4 and restored["w"].tolist() == [4.0] * 3
+    with pytest.raises(train.CheckpointError, match="is closed"):
+        manager.save(5, {"w": jnp.zeros(3)})
 
 
-@pytest.mark.parametrize("mode", ["mid_write", "before_rename"])
-def test_killed_mid_write_keeps_last_good_checkpoint(tmp_path, mode):
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(_CHILD))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    directory = tmp_path / "ckpt"
-    child = subprocess.run(
-        [sys.executable, str(script), str(directory), mode],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
-    leftovers = [p.name for p in directory.iterdir()]
-    assert "checkpoint_2.msgpack" not in leftovers and any(n.endswith(".tmp") for n in leftovers)
-    restored, step = train.restore_checkpoint(directory, {"w": jnp.zeros(1000)})
-    assert step == 1
-    np.testing.assert_array_equal(restored["w"], np.arange(1000.0))
-    # The resumed run writes step 2 again: the killed write's temporary goes, a later step's stays.
-    (directory / ".checkpoint_9.msgpack.abc.tmp").write_bytes(b"another writer")
-    train.save_checkpoint(directory, {"w": jnp.arange(1000.0) + 1}, 2)
-    assert sorted(p.name for p in directory.iterdir()) == [
-        ".checkpoint_9.msgpack.abc.tmp", "checkpoint_1.msgpack", "checkpoint_2.msgpack",
-    ]  # fmt: skip
-
-
-def test_failed_write_cleans_up_and_keeps_old(tmp_path, monkeypatch):
-    train.save_checkpoint(tmp_path, {"w": jnp.ones(3)}, 1)
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        train.save_checkpoint(tmp_path, {"w": jnp.zeros(3)}, 1)
-    monkeypatch.undo()
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_1.msgpack"]
-    np.testing.assert_array_equal(
-        train.restore_checkpoint(tmp_path, {"w": jnp.zeros(3)})[0]["w"], 1.0
-    )
-
-
-def test_damaged_newest_falls_back_to_previous(tmp_path, caplog):
-    train.save_checkpoint(tmp_path, {"w": jnp.ones(3)}, 1)
-    path = train.save_checkpoint(tmp_path, {"w": jnp.full(3, 2.0)}, 2)
-    path.write_bytes(path.read_bytes()[:-5])  # torn by something other than us
-    restored, step = train.restore_checkpoint(tmp_path, {"w": jnp.zeros(3)})
-    assert step == 1 and "skipping damaged checkpoint" in caplog.text
+def test_a_template_may_read_part_of_a_checkpoint(tmp_path):
+    train.save_checkpoint(tmp_path, {"a": jnp.ones(3), "b": np.arange(2), "c": 5}, 1)
+    restored, _ = train.restore_checkpoint(tmp_path, {"b": np.zeros(2, np.int64)})
+    assert list(restored) == ["b"] and isinstance(restored["b"], np.ndarray)
+    np.testing.assert_array_equal(restored["b"], [0, 1])
+    train.save_checkpoint(tmp_path, {"state": {"params": jnp.ones(2), "moments": jnp.ones(2)}}, 2)
     with pytest.raises(
-        train.CorruptCheckpointError, match="checkpoint_2.msgpack is corrupt or truncated"
+        train.CheckpointError,
+        match=r"the target has leaves \[\] that the checkpoint lacks, and lacks leaves "
+        r"\[\"\['state'\]\['moments'\]\"\] that the checkpoint has",
+    ):  # part of an entry, e.g. params without their optimizer state, is refused
+        train.restore_checkpoint(tmp_path, {"state": {"params": jnp.zeros(2)}}, step=2)
+
+
+def test_legacy_msgpack_checkpoints_still_load():
+    """Files written by the msgpack writer of commit c8a7d57 (see tests/data/README.md)."""
+    template = {
+        "params": rnnjax.LSTMParams(jnp.zeros((3, 4)), jnp.zeros((1, 4)), jnp.zeros(4)),
+        "step": jnp.asarray(0, jnp.int32),
+        "half": jnp.zeros(2, jnp.bfloat16),
+        "numpy": np.zeros((2, 3), np.int64),
+        "key": jax.random.key(0),
+        "epoch": 0,
+        "history": "",
+    }
+    assert train.checkpoint_steps(LEGACY) == [3, 4]
+    assert train.checkpoint_path(LEGACY, 3).name == "checkpoint_3.msgpack"
+    restored, step = train.restore_checkpoint(LEGACY, template)
+    assert step == 4 and restored["epoch"] == 4 and int(restored["step"]) == 8
+    np.testing.assert_array_equal(restored["params"].w_x, np.arange(12.0).reshape(3, 4) / 8)
+    np.testing.assert_array_equal(restored["params"].w_h, np.full((1, 4), -0.5))
+    np.testing.assert_array_equal(restored["params"].b, [1, 2, 3, 4])
+    assert restored["half"].dtype == jnp.bfloat16 and restored["half"].tolist() == [0.5, 1.5]
+    assert isinstance(restored["numpy"], np.ndarray) and restored["numpy"].dtype == np.int64
+    np.testing.assert_array_equal(restored["numpy"], np.arange(6).reshape(2, 3))
+    assert jnp.array_equal(
+        jax.random.key_data(restored["key"]), jax.random.key_data(jax.random.key(42))
+    )
+    assert restored["history"] == '[{"epoch": 1}]'
+    older, _ = train.restore_checkpoint(LEGACY, template, step=3)
+    assert older["epoch"] == 3 and int(older["step"]) == 7
+    with pytest.raises(
+        train.CheckpointError,
+        match=r"leaf \['params'\]\.w_x: checkpoint holds float32\[3, 4\], the target expects "
+        r"float32\[3, 5\]",
     ):
-        train.restore_checkpoint(tmp_path, {"w": jnp.zeros(3)}, step=2)
-    path.write_bytes(b"garbage")
-    with pytest.raises(train.CorruptCheckpointError, match="is not an rnnjax checkpoint"):
-        train.restore_checkpoint(tmp_path, {"w": jnp.zeros(3)}, step=2)
+        bad = {**template, "params": template["params"]._replace(w_x=jnp.zeros((3, 5)))}
+        train.restore_checkpoint(LEGACY, bad, step=3)
 
 
 def test_errors(tmp_path):
-    train.save_checkpoint(tmp_path, {"w": jnp.ones(3)}, 0)
+    train.save_checkpoint(tmp_path, {"w": jnp.ones(3), "n": 1}, 0)
     with pytest.raises(
         train.CheckpointError,
         match=r"leaf \['w'\]: checkpoint holds float32\[3\], the target expects float32\[4\]",
     ):
         train.restore_checkpoint(tmp_path, {"w": jnp.ones(4)})
-    with pytest.raises(train.CheckpointError, match="does not match the target's structure"):
+    with pytest.raises(train.CheckpointError, match=r"leaf \['w'\]: .*float32\[3\].*int32\[3\]"):
+        train.restore_checkpoint(tmp_path, {"w": jnp.ones(3, jnp.int32)})
+    with pytest.raises(
+        train.CheckpointError,
+        match=r"does not match the target's structure: the target has leaves \[\"\['v'\]\"\] that "
+        r"the checkpoint lacks",
+    ):
         train.restore_checkpoint(tmp_path, {"v": jnp.ones(3)})
+    with pytest.raises(train.CheckpointError, match=r"leaf \['n'\]: checkpoint holds a Python"):
+        train.restore_checkpoint(tmp_path, {"n": jnp.ones(3)})
+    with pytest.raises(train.CheckpointError, match=r"leaf \['w'\]: checkpoint holds an array"):
+        train.restore_checkpoint(tmp_path, {"w": 0})
     with pytest.raises(
         train.CheckpointError, match=r"no intact checkpoint in .* \(found steps \[\]\)"
     ):
         train.restore_checkpoint(tmp_path / "empty", {"w": jnp.ones(3)})
-    with pytest.raises(train.CheckpointError, match="no checkpoint at"):
+    with pytest.raises(train.CheckpointError, match=r"no checkpoint at .*9 \(nor checkpoint_9"):
         train.restore_checkpoint(tmp_path, {"w": jnp.ones(3)}, step=9)
+    with pytest.raises(TypeError, match=r"step must be an int; got 2\.7 \(float\)"):
+        train.restore_checkpoint(tmp_path, {"w": jnp.ones(3)}, step=2.7)
+    with pytest.raises(TypeError, match=r"step must be an int; got True"):
+        train.restore_checkpoint(tmp_path, {"w": jnp.ones(3)}, step=True)
     with pytest.raises(ValueError, match="step must be a non-negative int; got -1"):
         train.save_checkpoint(tmp_path, {}, -1)
+    with pytest.raises(TypeError, match=r"step must be an int; got '3' \(str\)"):
+        train.save_checkpoint(tmp_path, {}, "3")
     with pytest.raises(ValueError, match="keep must be a positive int or None; got 0"):
         train.save_checkpoint(tmp_path, {}, 1, keep=0)
+    with pytest.raises(ValueError, match="keep must be a positive int or None; got 1.5"):
+        train.CheckpointManager(tmp_path, keep=1.5)
+    with pytest.raises(TypeError, match=r"leaves must be arrays, .*; got object"):
+        train.save_checkpoint(tmp_path, {"w": object()}, 1)
+
+
+_ISOLATION = """
+import sys
+import rnnjax, rnnjax.train
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("orbax", "flax", "msgpack"))
+assert not loaded, loaded
+sys.modules["orbax"] = sys.modules["orbax.checkpoint"] = None  # as if not installed
+try:
+    rnnjax.train.save_checkpoint(sys.argv[1], {}, 1)
+except ImportError as error:
+    print(error)
+"""
+
+
+def test_import_rnnjax_loads_no_orbax_and_missing_orbax_names_the_extra(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", _ISOLATION, str(tmp_path)],
+        env=env, cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rnnjax's checkpoints needs orbax" in result.stdout
+    assert "pip install 'rnnjax[flax]'" in result.stdout
+
+
+@multidevice
+def test_multidevice_sharded_params_restore_to_their_sharding(tmp_path):
+    mesh = rnnjax.distributed.make_mesh(model=2)  # data 4 x model 2
+    params = rnnjax.lstm(8).init(jax.random.key(0), 3)
+    shardings = rnnjax.distributed.param_shardings(params, mesh, model_axis="model")
+    sharded = jax.device_put(params, shardings)
+    assert sharded.w_h.sharding.spec == P(None, "model")
+    train.save_checkpoint(tmp_path, {"params": sharded}, 1)
+    template = {"params": jax.device_put(jax.tree.map(jnp.zeros_like, params), shardings)}
+    restored, _ = train.restore_checkpoint(tmp_path, template)
+    for name in ("w_x", "w_h", "b"):
+        leaf = getattr(restored["params"], name)
+        assert leaf.sharding == getattr(sharded, name).sharding
+        assert len(leaf.addressable_shards) == 8
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(getattr(params, name)))
+    # An abstract template (ShapeDtypeStruct) restores into another sharding: replicated.
+    replicated = NamedSharding(mesh, P())
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), params
+    )
+    again, _ = train.restore_checkpoint(tmp_path, {"params": abstract})
+    assert again["params"].w_h.sharding.is_fully_replicated
+    np.testing.assert_array_equal(np.asarray(again["params"].w_h), np.asarray(params.w_h))
+
+
+def test_eight_simulated_devices_in_subprocess():
+    if EIGHT:
+        pytest.skip("this process has 8 devices: the multidevice tests ran here")
+    run_multidevice_cases(__file__, expected_passed=1)

@@ -1,5 +1,7 @@
 """Embedding layer and the word2vec/GloVe text loader, on small files written by the tests."""
 
+import gzip
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +32,9 @@ def test_load_word_vectors(tmp_path, header):
 def test_load_word_vectors_errors(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("a 1 2 3\nb 1 2\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.txt:2: expected a word and 3 values; got 3 fields"):
+    with pytest.raises(
+        ValueError, match=r"bad.txt:2: expected a word and 3 values .* got 2 fields"
+    ):
         train.load_word_vectors(bad)
     bad.write_text("a 1 x 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.txt:1: non-numeric value"):
@@ -41,6 +45,68 @@ def test_load_word_vectors_errors(tmp_path):
     bad.write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="holds no word vectors"):
         train.load_word_vectors(bad)
+
+
+def _write_binary(path, vectors, newline: bool = True):
+    with open(path, "wb") as stream:
+        stream.write(f"{len(vectors)} {len(next(iter(vectors.values())))}\n".encode())
+        for word, vector in vectors.items():
+            stream.write(word.encode() + b" " + np.asarray(vector, "<f4").tobytes())
+            stream.write(b"\n" if newline else b"")
+    return path
+
+
+@pytest.mark.parametrize("newline", [True, False], ids=["gensim", "bare"])
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_load_word_vectors_binary_word2vec(tmp_path, newline, compress):
+    vectors = {**VECTORS, "café": [1e-3, -2.5, 7.0]}
+    path = _write_binary(tmp_path / "v.bin", vectors, newline)
+    if compress:
+        path = tmp_path / "v.bin.gz"
+        path.write_bytes(gzip.compress((tmp_path / "v.bin").read_bytes()))
+    words, table = train.load_word_vectors(path)
+    assert words == tuple(vectors)
+    np.testing.assert_array_equal(table, np.array(list(vectors.values()), np.float32))
+    words, table = train.load_word_vectors(path, vocabulary={"café"})
+    assert words == ("café",) and table.shape == (1, 3)
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["word2vec", "glove"])
+def test_load_word_vectors_gzip_text(tmp_path, header):
+    text = _write(tmp_path / "v.txt", header).read_bytes()
+    (tmp_path / "v.txt.gz").write_bytes(gzip.compress(text))
+    words, vectors = train.load_word_vectors(tmp_path / "v.txt.gz")
+    assert words == ("the", "cat", "sat")
+    np.testing.assert_array_equal(vectors, np.array(list(VECTORS.values()), np.float32))
+
+
+def test_load_word_vectors_header_is_not_a_word(tmp_path):
+    """Issue 23: a ``2 3`` header with rows of 4 values gave words 'a 1', 'b 5'."""
+    path = tmp_path / "v.txt"
+    path.write_text("2 3\na 1 2 3 4\nb 5 6 7 8\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"v.txt:2: expected a word and 3 values .* got 4 fields"):
+        train.load_word_vectors(path)
+    path.write_text("a 1 2 3\nb 1 2 3 4\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"v.txt:2: expected a word and 3 values .* got 4 fields"):
+        train.load_word_vectors(path)
+    path.write_text("2 3\r\na 1 2 3\r\nb 4 5 6\r\n", encoding="utf-8")
+    assert train.load_word_vectors(path).words == ("a", "b")
+    # GloVe's multi-token words keep working: the surplus fields are not numbers.
+    path.write_text("a 1 2 3\n. . . 4 5 6\n", encoding="utf-8")
+    assert train.load_word_vectors(path).words == ("a", ". . .")
+
+
+def test_load_word_vectors_binary_errors(tmp_path):
+    path = _write_binary(tmp_path / "v.bin", VECTORS)
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(ValueError, match=r"record 3 \('sat'\) holds 6 bytes of values; expected 3"):
+        train.load_word_vectors(path)
+    path.write_bytes(b"4 3\n" + _write_binary(tmp_path / "w.bin", VECTORS).read_bytes()[4:])
+    with pytest.raises(ValueError, match="header announces 4 vectors; the file ends in record 4"):
+        train.load_word_vectors(path)
+    path.write_bytes(b"a 1 2 3\n")
+    with pytest.raises(ValueError, match="binary word2vec files start with a 'V E' header"):
+        train.load_word_vectors(path, binary=True)
 
 
 def test_embedding_matrix_aligns_vocabulary(tmp_path):
@@ -81,7 +147,12 @@ def test_embedding_in_a_model_with_lengths():
     layer = train.embedding(10, 4)
     masked = layer.apply(params[0], ids, lengths=jnp.array([3, 6]))
     np.testing.assert_array_equal(masked[0, 3:], 0.0)
-    assert np.isnan(layer.apply(params[0], jnp.array([[10]]))).all()  # out of range is loud
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 10\)"):  # concrete: an error
+        layer.apply(params[0], jnp.array([[10]]))
+    assert np.isnan(jax.jit(layer.apply)(params[0], jnp.array([[10]]))).all()  # traced: NaN
+    # Ids past each length are ignored, out of range or not.
+    padded = layer.apply(params[0], jnp.array([[1, -1]]), lengths=jnp.array([1]))
+    np.testing.assert_array_equal(padded[0, 1], 0.0)
 
 
 def test_embedding_errors():

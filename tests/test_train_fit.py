@@ -1,6 +1,9 @@
 """fit: bit-identical results for one seed, early stopping, evaluation, checkpoints, data kinds,
 and resuming a stopped run bit for bit."""
 
+import shutil
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,8 @@ import rnnjax
 from rnnjax import train
 
 N, T, D, H = 48, 6, 2, 8
+LEGACY_FIT = Path(__file__).parent / "data" / "legacy_fit"
+_OPTIMIZER = train.with_clipping(optax.adam(1e-2), max_norm=1.0)
 
 
 def _problem():
@@ -123,7 +128,7 @@ _RUN = {"epochs": 3, "eval_fn": _metrics, "eval_data": (_X[:20], _Y[:20]), "pati
 
 
 def _timeless(history):
-    skip = ("seconds", "examples_per_second")
+    skip = ("seconds", "examples_per_second", "compile_seconds")
     return [{k: v for k, v in record.items() if k not in skip} for record in history]
 
 
@@ -181,16 +186,37 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path, caplog, straight):
 
 
 def test_resume_skips_a_torn_checkpoint(tmp_path, caplog, straight):
-    """A write killed mid-epoch-3 leaves a temporary file; a torn file fails its checksum."""
+    """A write killed mid-epoch-3 leaves a temporary directory; a torn file fails to restore."""
     for epoch in (2, 3):
-        source = train.checkpoint_path(straight[1], epoch).read_bytes()
-        train.checkpoint_path(tmp_path, epoch).write_bytes(source)
-    torn = train.checkpoint_path(tmp_path, 3)
-    torn.write_bytes(torn.read_bytes()[:-7])
-    (tmp_path / ".checkpoint_3.msgpack.killed.tmp").write_bytes(torn.read_bytes()[:100])
+        shutil.copytree(train.checkpoint_path(straight[1], epoch), tmp_path / str(epoch))
+    data = max(
+        (p for p in (tmp_path / "3" / "arrays").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data.write_bytes(data.read_bytes()[:-7])
+    (tmp_path / "4.orbax-checkpoint-tmp-1").mkdir()
     resumed = _fit(**_RUN, checkpoint_dir=str(tmp_path), resume=True)  # from epoch 2
     _assert_same_run(resumed, straight[0])
-    assert "skipping damaged checkpoint" in caplog.text
+    assert "skipping checkpoint 3" in caplog.text
+
+
+def test_resume_from_a_legacy_msgpack_run(tmp_path, straight):
+    """Two epochs written by rnnjax 0.1's fit (tests/data/README.md), continued to three."""
+    shutil.copytree(LEGACY_FIT, tmp_path, dirs_exist_ok=True)
+    resumed = _fit(
+        **{**_RUN, "eval_fn": None, "eval_data": None}, checkpoint_dir=str(tmp_path), resume=True
+    )
+    assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
+    assert train.checkpoint_steps(tmp_path) == [1, 2, 3]  # msgpack files stay; epoch 3 is orbax's
+    template = {
+        "train_state": train.TrainState.create(resumed.params, _OPTIMIZER),
+        "global_step": 0,
+    }
+    restored, step = train.restore_checkpoint(tmp_path, template)
+    assert step == 3 and restored["global_step"] == int(restored["train_state"].step) == 3 * (
+        N // 16
+    )
+    assert _bits(restored["train_state"].params) == _bits(resumed.params)
 
 
 def test_resume_errors(straight):
@@ -200,8 +226,8 @@ def test_resume_errors(straight):
     with pytest.raises(
         train.CheckpointError,
         match=r"cannot resume from .*: its checkpoint does not match the params and optimizer "
-        r"passed to fit: leaf \['train_state'\]\.params.*checkpoint holds float32\[2, 24\], "
-        r"the target expects float32\[2, 27\]",
+        r"passed to fit: .*step 3: leaf \['train_state'\]\.params.*checkpoint holds "
+        r"float32\[2, 24\], the target expects float32\[2, 27\]",
     ):
         train.fit(
             _loss, wider.init(jax.random.key(1), (T, D)), optimizer, _problem(), epochs=2,
@@ -218,7 +244,7 @@ def test_resume_errors(straight):
             batch_size=16, progress=False, checkpoint_dir=run, resume=True,
         )  # fmt: skip
     with pytest.raises(
-        ValueError, match=r"passed to fit: .*structure.* at path \./train_state/opt_state"
+        ValueError, match=r"passed to fit: .*structure: the target has leaves .*opt_state"
     ):
         train.fit(
             _loss, _make_model().init(jax.random.key(1), (T, D)), optax.sgd(0.1), _problem(),

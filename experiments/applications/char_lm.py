@@ -4,9 +4,11 @@ sampling.
 The corpus (:func:`corpus`) is the English text that every Python installation carries: the
 docstrings of a fixed list of standard-library modules and of their public classes, functions
 and methods (``inspect.getdoc``), de-duplicated, joined by blank lines and restricted to printable
-ASCII. Its last 10% is held out. An ``embedding -> LSTM -> dense`` model is trained on
-non-overlapping windows of ``window`` characters to predict each next character (softmax
-cross-entropy, Adam, clipping). Bits per character on the held-out text (each window read from a
+ASCII. Its last 10% is held out for the test and the 5% before it for validation (early
+stopping). An ``embedding -> LSTM -> dense`` model is trained on non-overlapping windows of
+``window`` characters to predict each next character (softmax cross-entropy and the recipe of
+:mod:`experiments.applications._runs`: Adam on a warmup-cosine schedule, clipping), over
+several seeds. Bits per character on the held-out text (each window read from a
 zero state) are compared with a unigram and an add-one bigram model fitted on the training
 text. Samples at several temperatures (``logits / temperature``) are saved in ``samples.txt``.
 
@@ -16,25 +18,27 @@ text. Samples at several temperatures (``logits / temperature``) are saved in ``
 import importlib
 import inspect
 import math
-import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import rnnjax
 import rnnjax.train as train
 from experiments import _common
-from experiments.applications import parse_args
+from experiments.applications import _runs, parse_args
 
 SIZES = {
-    "quick": {"max_chars": 300_000, "window": 64, "hidden_size": 128, "epochs": 4},
-    "default": {"max_chars": 1_000_000, "window": 100, "hidden_size": 256, "epochs": 4},
-    "full": {"max_chars": None, "window": 100, "hidden_size": 512, "epochs": 20},
-}
+    "quick": {"max_chars": 300_000, "window": 64, "hidden_size": 128, "epochs": 4, "seeds": 1},
+    "default": {"max_chars": 1_000_000, "window": 100, "hidden_size": 256, "epochs": 6,
+                "seeds": 3},
+    "full": {"max_chars": None, "window": 100, "hidden_size": 512, "epochs": 20, "seeds": 3},
+}  # fmt: skip
+LEARNING_RATE = 5e-3
+BATCH_SIZE = 32
+PATIENCE = 2
 MODULES = (
     "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "configparser",
     "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "doctest",
@@ -124,17 +128,11 @@ def sample(params, cell, prompt: np.ndarray, length: int, temperature: float, ke
     return tokens
 
 
-def run(config: dict, out_dir) -> dict:
-    """Train, score and sample; writes ``results.json``, ``samples.txt``, ``char_lm.png``."""
-    text = corpus(config["max_chars"])
-    alphabet = sorted(set(text))
-    index = {c: i for i, c in enumerate(alphabet)}
-    ids = np.array([index[c] for c in text], np.int32)
-    split = int(len(ids) * 0.9)
-    x_train, y_train = windows(ids[:split], config["window"])
-    x_test, y_test = windows(ids[split:], config["window"])
-    model, cell = language_model(len(alphabet), config["hidden_size"])
-    params = model.init(jax.random.key(config["seed"]), (config["window"],))
+def train_model(data: dict, vocab: int, config: dict, seed: int):
+    """Fit :func:`language_model` on ``data["train"]`` windows with early stopping on
+    ``data["validation"]``; returns ``(model, cell, params, history)``."""
+    model, cell = language_model(vocab, config["hidden_size"])
+    params = model.init(jax.random.key(seed), (config["window"],))
 
     def loss(params, batch, key):
         return train.softmax_cross_entropy(model.apply(params, batch[0]), batch[1])
@@ -142,36 +140,77 @@ def run(config: dict, out_dir) -> dict:
     def metrics(params, batch):
         return {"loss": loss(params, batch, None)}
 
+    batch_size = config.get("batch_size", BATCH_SIZE)
+    steps = config["epochs"] * _runs.steps_per_epoch(len(data["train"][0]), batch_size)
     result = train.fit(
-        loss, params, train.with_clipping(optax.adam(5e-3), max_norm=1.0), (x_train, y_train),
-        epochs=config["epochs"], batch_size=config.get("batch_size", 32), seed=config["seed"],
-        eval_fn=metrics, eval_data=(x_test, y_test), restore_best=False,
-        progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),
+        loss, params, _runs.optimizer(config.get("learning_rate", LEARNING_RATE), steps),
+        data["train"], epochs=config["epochs"], batch_size=batch_size, seed=seed,
+        eval_fn=metrics, eval_data=data["validation"], patience=PATIENCE, restore_best=True,
+        progress=_common.show_progress(),
     )  # fmt: skip
-    bits = {"lstm": result.history[-1]["eval_loss"] / math.log(2)}
-    bits.update(ngram_bits(ids[:split], ids[split:], len(alphabet)))
+    return model, cell, result.params, result.history
+
+
+def run(config: dict, out_dir) -> dict:
+    """Train over ``seeds`` seeds, score and sample; writes ``results.json``, ``samples.txt``,
+    ``char_lm.png``."""
+    text = corpus(config["max_chars"])
+    alphabet = sorted(set(text))
+    index = {c: i for i, c in enumerate(alphabet)}
+    ids = np.array([index[c] for c in text], np.int32)
+    validation_start, test_start = int(len(ids) * 0.85), int(len(ids) * 0.9)
+    data = {
+        "train": windows(ids[:validation_start], config["window"]),
+        "validation": windows(ids[validation_start:test_start], config["window"]),
+    }
+    x_test, y_test = windows(ids[test_start:], config["window"])
+    lstm_bits, seconds, histories, first = [], [], [], None
+    for seed in [config["seed"] + k for k in range(config["seeds"])]:
+        (model, cell, params, history), wall = _runs.timed(
+            train_model, data, len(alphabet), config, seed
+        )
+        test_loss = train.evaluate(
+            jax.jit(lambda p, b, model=model: {"loss": train.softmax_cross_entropy(
+                model.apply(p, b[0]), b[1])}), params, (x_test, y_test), 256,
+        )["loss"]  # fmt: skip
+        lstm_bits.append(test_loss / math.log(2))
+        seconds.append(wall)
+        histories.append(history)
+        first = (cell, params) if first is None else first
+        _common.logger.info("seed %d: held-out %.3f bits/char (%d epochs, %.0f s)", seed,
+                            lstm_bits[-1], len(history), wall)  # fmt: skip
+    bits = {"lstm": float(np.mean(lstm_bits))}
+    bits.update(ngram_bits(ids[:validation_start], ids[test_start:], len(alphabet)))
     prompt = np.array([index.get(c, 0) for c in PROMPT], np.int32)
     samples = {}
     for temperature in TEMPERATURES:
         key = jax.random.key(config["seed"] + int(100 * temperature))
         tokens = sample(
-            result.params, cell, prompt, config.get("sample_length", 300), temperature, key
+            first[1], first[0], prompt, config.get("sample_length", 300), temperature, key
         )
         samples[str(temperature)] = PROMPT + "".join(alphabet[int(t)] for t in tokens)
     results = {
-        "config": config,
-        "corpus": {"characters": len(text), "vocabulary": len(alphabet), "modules": MODULES},
+        "config": {**config, "learning_rate": config.get("learning_rate", LEARNING_RATE),
+                   "batch_size": config.get("batch_size", BATCH_SIZE), "patience": PATIENCE},
+        "corpus": {"characters": len(text), "vocabulary": len(alphabet), "modules": MODULES,
+                   "split": {"train": validation_start, "validation": test_start - validation_start,
+                             "test": len(ids) - test_start}},
         "test_bits_per_character": bits,
-        "history": result.history,
+        "lstm_bits_over_seeds": _runs.spread(lstm_bits),
+        "seconds": _runs.spread(seconds),
+        "history": histories,
         "samples": samples,
-    }
+    }  # fmt: skip
     _common.write_json(out_dir, results)
     _write_samples(out_dir, samples)
-    _figure(bits, result.history, out_dir)
-    rows = [[name, value] for name, value in sorted(bits.items(), key=lambda item: item[1])]
+    _figure(bits, histories, out_dir)
+    rows = [["lstm", _runs.show(results["lstm_bits_over_seeds"]), _runs.minutes(sum(seconds))]]
+    rows += [[name, f"{bits[name]:.3f}", ""] for name in ("bigram", "unigram")]
     _common.write_summary(
         out_dir, "Character LM on stdlib docstrings: held-out bits per character",
-        _common.markdown_table(["model", "bits/char"], rows),
+        [f"LSTM: mean ± std (min-max) over {config['seeds']} seeds; time is the total over "
+         "seeds. Samples (first seed) in `samples.txt`.", "",
+         _common.markdown_table(["model", "bits/char", "time"], rows)],
     )  # fmt: skip
     return results
 
@@ -183,18 +222,25 @@ def _write_samples(out_dir, samples: dict) -> None:
     (Path(out_dir) / "samples.txt").write_text("\n".join(lines))
 
 
-def _figure(bits: dict, history: list[dict], out_dir) -> None:
-    fig, (ax_bits, ax_curve) = plt.subplots(1, 2, figsize=(10, 3.5))
-    names = sorted(bits, key=bits.get, reverse=True)
-    ax_bits.bar(names, [bits[n] for n in names], color=["grey", "silver", "tab:blue"][: len(names)])
-    ax_bits.set(title="held-out bits per character", ylabel="bits/char")
-    epochs = [h["epoch"] for h in history]
-    ax_curve.plot(
-        epochs, [h["train_loss"] / math.log(2) for h in history], marker="o", label="train"
-    )
-    ax_curve.plot(epochs, [h["eval_loss"] / math.log(2) for h in history], marker="o", label="test")
-    ax_curve.set(title="LSTM", xlabel="epoch", ylabel="bits/char")
-    ax_curve.legend()
+def _figure(bits: dict, histories: list[list[dict]], out_dir) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for number, history in enumerate(histories):
+        epochs = [h["epoch"] for h in history]
+        first = number == 0
+        ax.plot(
+            epochs,
+            [h["train_loss"] / math.log(2) for h in history],
+            color="C0",
+            marker=".",
+            lw=1,
+            label="LSTM train" if first else None,
+        )
+        ax.plot(epochs, [h["eval_loss"] / math.log(2) for h in history], color="C1", marker="o",
+                lw=1, label="LSTM validation" if first else None)  # fmt: skip
+    for name, style in (("bigram", "--"), ("unigram", ":")):
+        ax.axhline(bits[name], color="black", ls=style, label=f"{name} (test)")
+    ax.set(title="character LM, each seed", xlabel="epoch", ylabel="bits/char")
+    ax.legend(fontsize=8)
     _common.save_figure(fig, out_dir, "char_lm.png")
 
 

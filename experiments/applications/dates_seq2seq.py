@@ -7,7 +7,8 @@ Pairs such as ``"the 3rd of may 1998" -> "1998-05-03"`` are generated on the fly
 
 The encoder embeds the characters and reads them with a bidirectional GRU (``lengths`` mask the
 padding); the decoder is a GRU started from a projection of the encoder's final states, trained
-with teacher forcing (masked softmax cross-entropy, Adam, clipping) and decoded greedily. Three
+with teacher forcing (masked softmax cross-entropy, Adam on a warmup-cosine schedule,
+clipping, early stopping on held-out validation dates) and decoded greedily. Three
 decoders are compared by exact-match accuracy on held-out dates:
 
 * ``none``: no attention, the encoder's final states are all the decoder hears (Cho et al., 2014);
@@ -23,23 +24,23 @@ The attention weights of a few test dates are drawn as heatmaps (``attention.png
 """
 
 import datetime
-import os
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import rnnjax.train as train
 from experiments import _common
-from experiments.applications import parse_args
+from experiments.applications import _runs, parse_args
 from experiments.applications._seq2seq import DECODERS, seq2seq
 
 SIZES = {
-    "quick": {"num_train": 4000, "num_test": 1000, "hidden_size": 32, "epochs": 6},
-    "default": {"num_train": 20000, "num_test": 2000, "hidden_size": 64, "epochs": 10},
-    "full": {"num_train": 50000, "num_test": 5000, "hidden_size": 128, "epochs": 20},
+    "quick": {"num_train": 4000, "num_test": 1000, "hidden_size": 32, "epochs": 6, "seeds": 1},
+    "default": {"num_train": 10000, "num_test": 2000, "hidden_size": 64, "epochs": 8, "seeds": 3},
+    "full": {"num_train": 50000, "num_test": 5000, "hidden_size": 128, "epochs": 20, "seeds": 3},
 }
+LEARNING_RATE = 5e-3
+PATIENCE = 3
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
           "september", "october", "november", "december")  # fmt: skip
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
@@ -104,7 +105,8 @@ def decode_text(ids) -> str:
 
 
 def train_decoder(kind, data, config):
-    """Fit one :func:`seq2seq` model; returns ``(model, params, history)``."""
+    """Fit one :func:`seq2seq` model on ``data["train"]`` (early stopping on
+    ``data["validation"]`` when given); returns ``(model, params, history)``."""
     model = seq2seq(
         kind, len(INPUT_ALPHABET) + 1, len(OUTPUT_ALPHABET) + 1, config["hidden_size"],
         start_id=len(OUTPUT_ALPHABET),
@@ -116,54 +118,107 @@ def train_decoder(kind, data, config):
         return train.softmax_cross_entropy(model.teacher_forced(params, inputs, lengths, targets),
                                            targets)  # fmt: skip
 
+    def metrics(params, batch):
+        return {"loss": loss(params, batch, None)}
+
+    batch_size = config.get("batch_size", 64)
+    steps = config["epochs"] * _runs.steps_per_epoch(len(data["train"][0]), batch_size)
+    validation = data.get("validation")
     result = train.fit(
-        loss, params, train.with_clipping(optax.adam(5e-3), max_norm=1.0), data["train"],
-        epochs=config["epochs"], batch_size=config.get("batch_size", 64), seed=config["seed"],
-        progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),
+        loss, params, _runs.optimizer(config.get("learning_rate", LEARNING_RATE), steps),
+        data["train"], epochs=config["epochs"], batch_size=batch_size, seed=config["seed"],
+        eval_fn=None if validation is None else metrics, eval_data=validation,
+        patience=PATIENCE, restore_best=validation is not None,
+        progress=_common.show_progress(),
     )  # fmt: skip
     return model, result.params, result.history
 
 
 def run(config: dict, out_dir) -> dict:
-    """Train the three decoders; writes ``results.json``, ``attention.png``, ``summary.md``."""
+    """Train the three decoders over ``seeds`` seeds; writes ``results.json``, ``attention.png``,
+    ``summary.md``."""
     train_pairs = date_pairs(config["num_train"], config["seed"])
-    test_pairs = date_pairs(
-        config["num_test"], config["seed"] + 1, exclude={date for _, _, date in train_pairs}
+    seen = {date for _, _, date in train_pairs}
+    test_pairs = date_pairs(config["num_test"], config["seed"] + 1, exclude=seen)
+    validation_pairs = date_pairs(
+        config["num_test"] // 2, config["seed"] + 2, exclude=seen | {d for _, _, d in test_pairs}
     )
-    data = {"train": encode(train_pairs), "test": encode(test_pairs)}
-    inputs, lengths, targets = data["test"]
+    data = {"train": encode(train_pairs), "validation": encode(validation_pairs)}
+    inputs, lengths, targets = encode(test_pairs)
     accuracy, character_accuracy, examples, heatmaps = {}, {}, {}, {}
-    final_loss = {}
+    seconds, histories = {}, {}
+    seeds = [config["seed"] + k for k in range(config["seeds"])]
     for kind in config.get("decoders", DECODERS):
-        model, params, history = train_decoder(kind, data, config)
-        predicted, weights = jax.jit(model.greedy)(params, inputs, lengths)
-        predicted = np.asarray(predicted)
-        accuracy[kind] = float(np.mean(np.all(predicted == targets, axis=1)))
-        character_accuracy[kind] = float(np.mean(predicted == targets))
-        final_loss[kind] = history[-1]["train_loss"]
-        examples[kind] = [
-            {"input": text, "target": iso, "output": decode_text(row)}
-            for (text, iso, _), row in zip(test_pairs[:8], predicted[:8], strict=True)
-        ]
-        if kind != "none":
-            heatmaps[kind] = np.asarray(weights[:3])
+        accuracy[kind], character_accuracy[kind], seconds[kind], histories[kind] = [], [], [], []
+        for seed in seeds:
+            (model, params, history), wall = _runs.timed(
+                train_decoder, kind, data, {**config, "seed": seed}
+            )
+            predicted, weights = jax.jit(model.greedy)(params, inputs, lengths)
+            predicted = np.asarray(predicted)
+            accuracy[kind].append(float(np.mean(np.all(predicted == targets, axis=1))))
+            character_accuracy[kind].append(float(np.mean(predicted == targets)))
+            seconds[kind].append(wall)
+            histories[kind].append(history)
+            _common.logger.info("%s seed %d: exact match %.4f (%.0f s)", kind, seed,
+                                accuracy[kind][-1], wall)  # fmt: skip
+            if seed != seeds[0]:
+                continue
+            examples[kind] = [
+                {"input": text, "target": iso, "output": decode_text(row)}
+                for (text, iso, _), row in zip(test_pairs[:8], predicted[:8], strict=True)
+            ]
+            if kind != "none":
+                heatmaps[kind] = np.asarray(weights[:3])
     results = {
-        "config": config,
-        "exact_match": accuracy,
-        "character_accuracy": character_accuracy,
+        "config": {
+            **config,
+            "learning_rate": config.get("learning_rate", LEARNING_RATE),
+            "patience": PATIENCE,
+            "num_validation": len(validation_pairs),
+        },  # fmt: skip
+        "exact_match": {kind: _runs.spread(v) for kind, v in accuracy.items()},
+        "character_accuracy": {kind: _runs.spread(v) for kind, v in character_accuracy.items()},
+        "seconds": {kind: _runs.spread(v) for kind, v in seconds.items()},
         "baseline_most_common_output": _baseline(train_pairs, test_pairs),
-        "final_train_loss": final_loss,
+        "history": histories,
         "examples": examples,
     }
     _common.write_json(out_dir, results)
     if heatmaps:
         _figure(heatmaps, test_pairs[:3], lengths[:3], out_dir)
-    rows = [[kind, accuracy[kind], character_accuracy[kind]] for kind in accuracy]
+    _curves(histories, out_dir)
+    rows = [[kind, _runs.show(results["exact_match"][kind]),
+             _runs.show(results["character_accuracy"][kind]), _runs.minutes(sum(seconds[kind]))]
+            for kind in accuracy]  # fmt: skip
+    baseline = results["baseline_most_common_output"]
+    rows.append(["most common output", f"{baseline['exact_match']:.3f}",
+                 f"{baseline['character_accuracy']:.3f}", ""])  # fmt: skip
     _common.write_summary(
         out_dir, "Dates in words to ISO: held-out accuracy",
-        _common.markdown_table(["decoder", "exact match", "per character"], rows),
+        [f"Mean ± std (min-max) over seeds {seeds}; time is the total over seeds.", "",
+         _common.markdown_table(["decoder", "exact match", "per character", "time"], rows)],
     )  # fmt: skip
     return results
+
+
+def _curves(histories, out_dir):
+    """Validation loss by epoch for each decoder and seed (``curves.png``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for index, (kind, runs) in enumerate(histories.items()):
+        for number, history in enumerate(runs):
+            if "eval_loss" in history[0]:
+                ax.plot(
+                    [h["epoch"] for h in history],
+                    [h["eval_loss"] for h in history],
+                    color=f"C{index}",
+                    marker=".",
+                    label=kind if number == 0 else None,
+                )
+    ax.set(title="dates: validation cross-entropy per character", xlabel="epoch",
+           ylabel="nats", yscale="log")  # fmt: skip
+    ax.legend(fontsize=8)
+    _common.save_figure(fig, out_dir, "curves.png")
 
 
 def _baseline(train_pairs, test_pairs) -> dict:

@@ -3,49 +3,59 @@ sunspot numbers) with LSTM and GRU, against persistence, seasonal-naive and ARIM
 
 The series is split in time: the last ``test_fraction`` is held out. It is standardised with the
 training part's mean and deviation (``rnnjax.train.fit_standardizer``) and cut into windows of
-``window`` past values followed by ``horizon`` future ones, each expressed relative to the
-window's last value (its anchor) and rescaled to unit deviation: without the anchor, CO2's trend
-puts every test window outside the range seen in training and the network cannot extrapolate
-(test RMSE 4.4 ppm instead of 0.7 in a trial run). A recurrent layer reads the window and
-a dense layer outputs all ``horizon`` future values at once (direct multi-step forecasting),
-trained with mean squared error, Adam and gradient clipping. At every test origin (the windows
-whose future lies in the held-out part) each method forecasts ``horizon`` steps:
+``window`` past values followed by ``horizon`` future ones. For CO2 each window is expressed
+relative to its last value (its anchor): without the anchor, CO2's trend puts every test window
+outside the range seen in training and the network cannot extrapolate (test RMSE 4.4 ppm instead
+of 0.7 in a trial run). Sunspots have no trend but a floor at zero, so their windows keep the
+absolute level (anchoring them cost a trial run 20 points of RMSE). Inputs and targets are
+rescaled to unit deviation. A recurrent layer reads the window and a dense layer outputs all
+``horizon`` future values at once (direct multi-step forecasting), trained with mean squared
+error and the recipe of :mod:`experiments.applications._runs` (Adam on a warmup-cosine schedule,
+clipping, early stopping on the chronologically last 15% of the training windows), over several
+seeds. At every test origin (the windows whose future lies in the held-out part) each method
+forecasts ``horizon`` steps:
 
 * persistence: the last observed value, ``y_hat[t + h] = y[t]``;
 * seasonal naive: the value one season earlier, ``y_hat[t + h] = y[t + h - m * ceil(h / m)]``
   (``m = 11`` years for the sunspot cycle, 12 months for CO2);
 * ARIMA (statsmodels, fitted on the training part, then filtered up to each origin);
-* LSTM and GRU.
+* LSTM and GRU (each seed alone, reported as mean ± spread, and the mean of the seeds' forecasts).
 
 RMSE is reported in the series' own units, overall and by horizon.
 
     python -m experiments.applications.forecasting [--quick | --full] [--dataset co2]
 """
 
-import os
+import logging
 import warnings
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import rnnjax
 import rnnjax.train as train
 from experiments import _common
-from experiments.applications import RESULTS, parse_args
+from experiments.applications import RESULTS, _runs, parse_args
 
 SIZES = {
-    "quick": {"hidden_size": 32, "epochs": 60, "batch_size": 32, "origin_stride": 2},
-    "default": {"hidden_size": 64, "epochs": 150, "batch_size": 32, "origin_stride": 1},
-    "full": {"hidden_size": 128, "epochs": 400, "batch_size": 32, "origin_stride": 1},
+    "quick": {"epochs": 60, "seeds": 1, "origin_stride": 2},
+    "default": {"epochs": 200, "seeds": 3, "origin_stride": 1},
+    "full": {"epochs": 400, "seeds": 5, "origin_stride": 1},
 }
 DATASETS = {
-    # window, horizon, season and the ARIMA (order, seasonal_order) of each series.
-    "sunspots": {"window": 22, "horizon": 11, "season": 11, "arima": ((9, 0, 0), None)},
-    "co2": {"window": 36, "horizon": 12, "season": 12, "arima": ((1, 1, 1), (0, 1, 1, 12))},
-}
+    # window, horizon, season, the ARIMA (order, seasonal_order), anchoring and the network's
+    # hidden size and peak learning rate (chosen on the validation windows) for each series.
+    "sunspots": {"window": 22, "horizon": 11, "season": 11, "arima": ((9, 0, 0), None),
+                 "anchor": False, "hidden_size": 32, "learning_rate": 3e-3},
+    "co2": {"window": 36, "horizon": 12, "season": 12, "arima": ((1, 1, 1), (0, 1, 1, 12)),
+            "anchor": True, "hidden_size": 128, "learning_rate": 1e-3},
+}  # fmt: skip
 CELLS = {"lstm": rnnjax.lstm, "gru": rnnjax.gru}
+BATCH_SIZE = 32
+PATIENCE = 40
+
+logger = logging.getLogger(__name__)
 
 
 def load_series(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,13 +75,16 @@ def load_series(name: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"dataset must be one of {sorted(DATASETS)}; got {name!r}.")
 
 
-def windows(series: np.ndarray, starts: np.ndarray, window: int, horizon: int):
-    """Windows starting at ``starts``, anchored at their last input value: ``(inputs [N, window,
-    1], targets [N, horizon], anchors [N, 1])`` with ``inputs + anchor`` and ``targets + anchor``
-    the original values (so a trend does not carry test inputs outside the training range)."""
+def windows(series: np.ndarray, starts: np.ndarray, window: int, horizon: int, anchor=True):
+    """Windows starting at ``starts``: ``(inputs [N, window, 1], targets [N, horizon],
+    anchors [N, 1])`` with ``inputs + anchor`` and ``targets + anchor`` the original values.
+    With ``anchor`` the anchor is each window's last input value (so a trend does not carry test
+    inputs outside the training range); without, it is zero."""
     index = starts[:, None] + np.arange(window + horizon)[None, :]
-    cut = series[index] - series[index[:, window - 1 : window]]
     anchors = series[index[:, window - 1 : window]]
+    if not anchor:
+        anchors = np.zeros_like(anchors)
+    cut = series[index] - anchors
     return cut[:, :window, None], cut[:, window:], anchors
 
 
@@ -100,18 +113,27 @@ def arima_forecasts(series, split, origins, horizon, orders) -> np.ndarray:
 
 
 def train_model(name, x, y, config, seed):
-    """Fit ``rnn(cell) -> dense(horizon)`` with MSE; returns ``(model, params, history)``."""
+    """Fit ``rnn(cell) -> dense(horizon)`` with MSE, early stopping on the chronologically last
+    ``validation_fraction`` of the windows; returns ``(model, params, history)``."""
     model = rnnjax.serial(rnnjax.rnn(CELLS[name](config["hidden_size"])), rnnjax.dense(y.shape[1]))
     params = model.init(jax.random.key(seed), x.shape[1:])
+    held = max(1, int(round(config.get("validation_fraction", 0.15) * len(x))))
+    batch_size = config.get("batch_size", BATCH_SIZE)
 
     def loss(params, batch, key):
         return train.mean_squared_error(model.apply(params, batch[0]), batch[1])
 
-    optimizer = train.with_clipping(optax.adam(config.get("learning_rate", 3e-3)), max_norm=1.0)
+    def metrics(params, batch):
+        return {"loss": loss(params, batch, None)}
+
+    steps = config["epochs"] * _runs.steps_per_epoch(len(x) - held, batch_size)
     result = train.fit(
-        loss, params, optimizer, (x, y), epochs=config["epochs"],
-        batch_size=config["batch_size"], seed=seed,
-        progress=not os.environ.get("EXPERIMENTS_NO_PROGRESS"),
+        loss, params, _runs.optimizer(config.get("learning_rate", 3e-3), steps,
+                                         weight_decay=config.get("weight_decay", 0.0)),
+        (x[:-held], y[:-held]), epochs=config["epochs"], batch_size=batch_size, seed=seed,
+        eval_fn=metrics, eval_data=(x[-held:], y[-held:]),
+        patience=config.get("patience", PATIENCE), restore_best=True,
+        progress=_common.show_progress(),
     )  # fmt: skip
     return model, result.params, result.history
 
@@ -127,57 +149,79 @@ def rmse(forecast: np.ndarray, actual: np.ndarray) -> dict:
 def run(config: dict, out_dir) -> dict:
     """Train, forecast, score; writes ``results.json``, ``forecast.png`` and ``summary.md``."""
     dataset = DATASETS[config["dataset"]]
+    config = {**dataset, **config}
     window, horizon, season = dataset["window"], dataset["horizon"], dataset["season"]
     time, series = load_series(config["dataset"])
     split = int(round(len(series) * (1 - config.get("test_fraction", 0.2))))
     scaler = train.fit_standardizer(series[:split])
     z = train.standardize(series, scaler)
-    x_train, y_train, _ = windows(z, np.arange(0, split - window - horizon + 1), window, horizon)
-    # The anchored differences are much smaller than the series' spread: rescale them to unit
-    # deviation (training windows only) so the network sees O(1) inputs and targets.
+    starts = np.arange(0, split - window - horizon + 1)
+    x_train, y_train, _ = windows(z, starts, window, horizon, config["anchor"])
+    # Rescale inputs and targets to unit deviation (training windows only): anchored
+    # differences are much smaller than the series' spread.
     spread = float(np.std(y_train))
     x_train, y_train = (x_train / spread).astype(np.float32), (y_train / spread).astype(np.float32)
     origins = np.arange(split, len(series) - horizon + 1, config["origin_stride"])
-    x_test, _, anchors = windows(z, origins - window, window, horizon)
+    x_test, _, anchors = windows(z, origins - window, window, horizon, config["anchor"])
     actual = series[origins[:, None] + np.arange(horizon)[None, :]]
 
     forecasts = baselines(series, origins, horizon, season)
     forecasts["arima"] = arima_forecasts(series, split, origins, horizon, dataset["arima"])
-    histories = {}
-    for offset, name in enumerate(CELLS):
-        model, params, histories[name] = train_model(
-            name, x_train, y_train, config, config["seed"] + offset
-        )
-        predicted = np.asarray(jax.jit(model.apply)(params, (x_test / spread).astype(np.float32)))
-        forecasts[name] = train.unstandardize(predicted * spread + anchors, scaler)
+    seeds = [config["seed"] + k for k in range(config["seeds"])]
+    histories, per_seed, seconds = {}, {}, {}
+    for name in CELLS:
+        histories[name], per_seed[name], seconds[name] = [], [], []
+        for seed in seeds:
+            (model, params, history), wall = _runs.timed(
+                train_model, name, x_train, y_train, config, seed
+            )
+            scaled = np.asarray(jax.jit(model.apply)(params, (x_test / spread).astype(np.float32)))
+            per_seed[name].append(train.unstandardize(scaled * spread + anchors, scaler))
+            histories[name].append(history)
+            seconds[name].append(wall)
+            logger.info("%s seed %d: test RMSE %.4g (%d epochs, %.0f s)", name, seed,
+                        rmse(per_seed[name][-1], actual)["rmse"], len(history), wall)  # fmt: skip
+        forecasts[name] = per_seed[name][0]
+        forecasts[f"{name}_seed_mean"] = np.mean(per_seed[name], axis=0)
 
     scores = {name: rmse(f, actual) for name, f in forecasts.items()}
+    seed_rmse = {n: _runs.spread([rmse(f, actual)["rmse"] for f in per_seed[n]]) for n in CELLS}
     results = {
         "config": {
             **config,
-            **dataset,
             "split_index": split,
             "num_train_windows": len(x_train),
             "anchored_spread": spread,
-        },
+            "batch_size": BATCH_SIZE,
+        },  # fmt: skip
         "series": {"name": config["dataset"], "length": len(series), "test_origins": len(origins)},
         "metrics": scores,
+        "rmse_over_seeds": seed_rmse,
+        "seconds": {n: _runs.spread(s) for n, s in seconds.items()},
         "best": min(scores, key=lambda n: scores[n]["rmse"]),
-        "final_train_loss": {n: h[-1]["train_loss"] for n, h in histories.items()},
+        "history": histories,
     }
     _common.write_json(out_dir, results)
-    _figure(time, series, split, origins, forecasts, scores, horizon, out_dir)
-    rows = [[name, s["rmse"]] for name, s in sorted(scores.items(), key=lambda i: i[1]["rmse"])]
+    _figure(time, series, split, origins, forecasts, scores, histories, (x_train, y_train),
+            out_dir, config)  # fmt: skip
+    rows = [[f"{n} (one model per seed)", _runs.show(seed_rmse[n], 4),
+             _runs.minutes(sum(seconds[n]))] for n in CELLS]  # fmt: skip
+    rows += [[name, f"{s['rmse']:.4f}", ""] for name, s in sorted(scores.items(),
+             key=lambda item: item[1]["rmse"]) if name not in CELLS]  # fmt: skip
     _common.write_summary(
         out_dir,
         f"Forecasting {config['dataset']}: {horizon}-step RMSE on the last {len(origins)} origins",
-        _common.markdown_table(["method", "RMSE"], rows),
-    )
+        [f"LSTM and GRU: mean ± std (min-max) over seeds {seeds}, time the total over seeds; "
+         "`*_seed_mean` averages the seeds' forecasts.", "",
+         _common.markdown_table(["method", "RMSE", "time"], rows)],
+    )  # fmt: skip
     return results
 
 
-def _figure(time, series, split, origins, forecasts, scores, horizon, out_dir):
-    fig, (ax_series, ax_rmse) = plt.subplots(1, 2, figsize=(12, 4))
+def _figure(time, series, split, origins, forecasts, scores, histories, train_windows, out_dir,
+            config):  # fmt: skip
+    fig, (ax_series, ax_rmse, ax_curve) = plt.subplots(1, 3, figsize=(17, 4))
+    horizon = config["horizon"]
     ax_series.plot(time, series, color="black", lw=1, label="series")
     ax_series.axvline(time[split], color="grey", ls=":", label="train | test")
     pick = len(origins) // 2
@@ -188,9 +232,21 @@ def _figure(time, series, split, origins, forecasts, scores, horizon, out_dir):
     ax_series.set_xlim(time[max(split - 3 * horizon, 0)], time[-1])
     ax_series.legend(fontsize=8)
     for name, score in scores.items():
-        ax_rmse.plot(np.arange(1, horizon + 1), score["rmse_by_horizon"], marker="o", label=name)
+        style = "-" if name.split("_")[0] in CELLS else "--"
+        ax_rmse.plot(np.arange(1, horizon + 1), score["rmse_by_horizon"], ls=style, marker=".",
+                     label=name)  # fmt: skip
     ax_rmse.set(title="test RMSE by horizon", xlabel="steps ahead", ylabel="RMSE")
     ax_rmse.legend(fontsize=8)
+    for index, (name, runs) in enumerate(histories.items()):
+        for number, history in enumerate(runs):
+            ax_curve.plot([h["eval_loss"] for h in history], color=f"C{index}", lw=1,
+                          label=f"{name} (validation)" if number == 0 else None)  # fmt: skip
+    x, y = train_windows
+    held = max(1, int(round(config.get("validation_fraction", 0.15) * len(y))))
+    persistence = float(np.mean((y[-held:] - x[-held:, -1, :]) ** 2))
+    ax_curve.axhline(persistence, color="black", ls="--", label="persistence (validation)")
+    ax_curve.set(title="validation MSE (scaled units)", xlabel="epoch", yscale="log")
+    ax_curve.legend(fontsize=8)
     _common.save_figure(fig, out_dir, "forecast.png")
 
 
@@ -200,8 +256,13 @@ def _extra(parser):
 
 def main(argv=None):
     args = parse_args("forecasting", __doc__, argv, _extra)
-    if args.dataset != "co2" and args.out == RESULTS / "forecasting":
-        args.out = RESULTS / f"forecasting_{args.dataset}"
+    if args.dataset != "co2" and args.out in (
+        RESULTS / "forecasting",
+        RESULTS / "forecasting/quick",
+    ):
+        args.out = (
+            RESULTS / f"forecasting_{args.dataset}" / args.out.relative_to(RESULTS / "forecasting")
+        )
     run({**_common.pick_size(SIZES, args), "dataset": args.dataset}, args.out)
 
 

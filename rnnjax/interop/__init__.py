@@ -12,6 +12,7 @@ PyTorch, Keras and Flax are imported only when their converters are called.
 from rnnjax.interop._common import ConvertedLayer as ConvertedLayer
 from rnnjax.interop._flax import FlaxSpec as FlaxSpec
 from rnnjax.interop._flax import from_flax as from_flax
+from rnnjax.interop._flax import to_flax as to_flax
 from rnnjax.interop._keras import KerasSpec as KerasSpec
 from rnnjax.interop._keras import from_keras as from_keras
 from rnnjax.interop._keras import to_keras as to_keras
@@ -34,6 +35,7 @@ __all__ = [
     "from_seed_lstm",
     "from_seed_rnn",
     "from_torch",
+    "to_flax",
     "to_keras",
     "to_seed_lstm",
     "to_seed_rnn",

@@ -18,12 +18,14 @@ import jax.numpy as jnp
 from rnnjax._cells import GRUParams, LSTMParams, RNNParams, gru, lstm, simple_rnn
 from rnnjax._layers import rnn
 from rnnjax.interop._common import ConvertedLayer, with_spec
+from rnnjax.interop._flax_nnx import convert_nnx
 
 _CELLS = ("LSTMCell", "OptimizedLSTMCell", "GRUCell", "SimpleCell")
 
 
 class FlaxSpec(NamedTuple):
-    """The converted Flax cell's class name and the ``nn.RNN`` options that carried over."""
+    """The converted Flax cell's class name (``"nnx.GRUCell"`` for NNX) and the ``RNN`` options
+    that carried over."""
 
     cell: str
     hidden_size: int
@@ -100,17 +102,20 @@ def _convert_cell(cell, params: Mapping, linen):
     )
 
 
-def from_flax(module, variables) -> tuple[ConvertedLayer, Any]:
-    """Convert a Flax linen ``nn.RNN`` (or a bare cell) and its variables.
+def from_flax(module, variables=None) -> tuple[ConvertedLayer, Any]:
+    """Convert a Flax linen ``nn.RNN`` (or a bare cell) and its variables, or a Flax NNX
+    ``nnx.RNN`` (or a bare NNX cell), which holds its own parameters.
 
-    Supported cells: ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` (sigmoid gates, tanh
-    activation) and ``SimpleCell`` (tanh, relu or sigmoid, ``residual=False``). ``nn.RNN``'s
-    ``reverse`` carries over when ``keep_order=True`` (rnnjax keeps outputs aligned with inputs).
+    Supported cells, linen and NNX alike: ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``
+    (sigmoid gates, tanh activation) and ``SimpleCell`` (tanh, relu or sigmoid,
+    ``residual=False``). ``RNN``'s ``reverse`` carries over when ``keep_order=True`` (rnnjax keeps
+    outputs aligned with inputs). NNX's ``GRUCell`` has no recurrent candidate bias: ``b_hn`` is 0.
 
     Args:
-      module: an ``nn.RNN`` or one of the cells above (a cell is run over time like
-        ``nn.RNN(cell)``).
-      variables: what ``module.init`` returned, or its ``'params'`` entry.
+      module: a linen or NNX ``RNN``, or one of the cells above (a cell is run over time like
+        ``RNN(cell)``).
+      variables: for a linen module, what ``module.init`` returned, or its ``'params'`` entry;
+        ``None`` for an NNX module.
 
     Returns:
       ``(model, params)``: ``model = rnnjax.rnn(cell, return_sequences=True)``, so
@@ -119,7 +124,8 @@ def from_flax(module, variables) -> tuple[ConvertedLayer, Any]:
       leaves other values there); ``model.spec`` is a :class:`FlaxSpec`.
 
     Raises:
-      TypeError: an unsupported module, or variables that are not a dict.
+      TypeError: an unsupported module, variables that are not a dict (linen), or variables
+        given with an NNX module.
       ValueError: an unsupported option (activation, ``residual``, ``time_major``,
         ``return_carry``, ``reverse`` without ``keep_order``) or missing parameters.
 
@@ -128,8 +134,16 @@ def from_flax(module, variables) -> tuple[ConvertedLayer, Any]:
     >>> model, params = rnnjax.interop.from_flax(flax_rnn, variables)
     >>> ys = model.apply(params, x)                      # == flax_rnn.apply(variables, x)
     """
-    from flax import linen
+    from flax import linen, nnx
 
+    if isinstance(module, nnx.Module):
+        if variables is not None:
+            raise TypeError(
+                f"variables must be None for a flax.nnx module ({type(module).__name__} holds its "
+                f"own parameters); got {type(variables).__name__}."
+            )
+        model, params, spec = convert_nnx(module, FlaxSpec)
+        return with_spec(model, spec), params
     params = _variables(variables, type(module).__name__)
     reverse = False
     if isinstance(module, linen.RNN):
@@ -156,3 +170,92 @@ def from_flax(module, variables) -> tuple[ConvertedLayer, Any]:
     cell_, cell_params = _convert_cell(cell, params, linen)
     model = rnn(cell_, return_sequences=True, reverse=reverse)
     return with_spec(model, FlaxSpec(type(cell).__name__, int(cell.features), reverse)), cell_params
+
+
+def _split_gru(w, hidden):
+    """``w [..., 3H]`` in rnnjax's (r, z, n) order, with z negated into Flax's convention."""
+    return w[..., :hidden], -w[..., hidden : 2 * hidden], w[..., 2 * hidden :]
+
+
+def to_flax(model, params, *, activation: str | None = None, reverse: bool | None = None):
+    """Build the Flax linen ``nn.RNN`` (and its variables) that computes what ``params`` compute.
+
+    ``LSTMParams`` give ``nn.LSTMCell``, ``GRUParams`` of ``gru(reset_after=True)`` give
+    ``nn.GRUCell`` (the update gate negated into Flax's convention), ``RNNParams`` give
+    ``nn.SimpleCell``. ``module.apply(variables, x [B, T, D])`` returns the output sequence that
+    ``rnnjax.rnn(cell, return_sequences=True).apply(params, x)`` returns; ``from_flax`` converts
+    it back exactly.
+
+    Args:
+      model: the rnnjax model (``from_flax``'s, whose spec gives ``reverse``; or any
+        ``rnnjax.rnn`` layer; or ``None``).
+      params: one cell's params.
+      activation: ``"tanh"`` (default), ``"relu"`` or ``"sigmoid"`` for ``RNNParams`` (a cell's
+        activation cannot be read from its params).
+      reverse: ``nn.RNN(reverse=True, keep_order=True)``; default from ``model.spec``, else False.
+
+    Returns:
+      ``(module, variables)`` with ``variables = {"params": {"cell": ...}}``.
+
+    Raises:
+      TypeError: params that are not one cell's (a ``stack``, ``serial``, ``dense`` or
+        bidirectional model has no single ``nn.RNN``).
+      ValueError: ``GRUParams`` without ``b_hn`` (Flax's GRU applies the reset gate after the
+        recurrent matmul only), or an unknown ``activation``.
+
+    >>> import jax, jax.numpy as jnp, rnnjax
+    >>> model = rnnjax.rnn(rnnjax.lstm(8), return_sequences=True)
+    >>> params = model.init(jax.random.key(0), (10, 3))
+    >>> module, variables = rnnjax.interop.to_flax(model, params)
+    >>> ys = module.apply(variables, jnp.ones((2, 10, 3)))        # == model.apply(params, x)
+    >>> ys.shape
+    (2, 10, 8)
+    """
+    from flax import linen
+
+    if not isinstance(params, LSTMParams | GRUParams | RNNParams):
+        raise TypeError(
+            "params must be one cell's params (LSTMParams, GRUParams, RNNParams) of an "
+            f"rnnjax.rnn layer; got {type(params).__name__}. to_flax converts single-cell "
+            "layers to nn.RNN; convert each cell of a stack or serial on its own."
+        )
+    spec = getattr(model, "spec", None)
+    if reverse is None:
+        reverse = bool(spec.reverse) if isinstance(spec, FlaxSpec) else False
+    hidden = int(params.w_h.shape[0])
+    dtype = params.w_x.dtype
+    w_x, w_h, b = (jnp.asarray(a) for a in params[:3])
+    if isinstance(params, LSTMParams):
+        cell = linen.LSTMCell(hidden, param_dtype=dtype)
+        blocks = {}
+        for k, gate in enumerate("ifgo"):
+            part = slice(k * hidden, (k + 1) * hidden)
+            blocks[f"i{gate}"] = {"kernel": w_x[:, part]}
+            blocks[f"h{gate}"] = {"kernel": w_h[:, part], "bias": b[part]}
+    elif isinstance(params, GRUParams):
+        if params.b_hn is None:
+            raise ValueError(
+                "params are GRUParams with b_hn=None (reset_after=False): flax's GRUCell applies "
+                "the reset gate after the recurrent matmul (rnnjax.gru(reset_after=True)) only."
+            )
+        cell = linen.GRUCell(hidden, param_dtype=dtype)
+        (x_r, x_z, x_n), (h_r, h_z, h_n), (b_r, b_z, b_n) = (
+            _split_gru(w, hidden) for w in (w_x, w_h, b)
+        )
+        blocks = {
+            "ir": {"kernel": x_r, "bias": b_r},
+            "iz": {"kernel": x_z, "bias": b_z},
+            "in": {"kernel": x_n, "bias": b_n},
+            "hr": {"kernel": h_r},
+            "hz": {"kernel": h_z},
+            "hn": {"kernel": h_n, "bias": jnp.asarray(params.b_hn)},
+        }
+    else:
+        functions = {"tanh": linen.tanh, "relu": linen.relu, "sigmoid": linen.sigmoid}
+        activation = "tanh" if activation is None else activation
+        if activation not in functions:
+            raise ValueError(f"activation must be one of {sorted(functions)}; got {activation!r}.")
+        cell = linen.SimpleCell(hidden, activation_fn=functions[activation], param_dtype=dtype)
+        blocks = {"i": {"kernel": w_x, "bias": b}, "h": {"kernel": w_h}}
+    module = linen.RNN(cell, reverse=reverse, keep_order=True)
+    return module, {"params": {"cell": blocks}}

@@ -26,7 +26,15 @@ from rnnjax._cells import (
     lstm,
     simple_rnn,
 )
-from rnnjax._layers import BidirectionalParams, DenseParams, bidirectional, dense, rnn, serial
+from rnnjax._layers import (
+    BidirectionalParams,
+    DenseParams,
+    Layer,
+    bidirectional,
+    dense,
+    rnn,
+    serial,
+)
 from rnnjax.interop._common import (
     ConvertedLayer,
     array_module,
@@ -36,6 +44,7 @@ from rnnjax.interop._common import (
     to_numpy,
     with_spec,
 )
+from rnnjax.interop._keras_build import SUPPORTED, keras_for_model
 
 KERAS_LSTM_GATES = ("i", "f", "g", "o")
 """Gate order of Keras' LSTM kernels (Keras calls the candidate ``c``)."""
@@ -296,8 +305,8 @@ def _layer_for(params, keras, options: dict):
     if class_name is None:
         raise TypeError(
             "params must be rnnjax cell params, BidirectionalParams or DenseParams to build a "
-            f"Keras layer without a spec; got {type(params).__name__}. Rebuild a Sequential from "
-            "the model from_keras returned (its spec records the layers)."
+            f"Keras layer without a model; got {type(params).__name__}. Pass the rnnjax model "
+            f"(to_keras(model, params)) to convert a serial or stack: {SUPPORTED}."
         )
     if class_name == "GRU":
         options = {"reset_after": params.b_hn is not None, **options}
@@ -331,28 +340,46 @@ def to_keras(model, params, **layer_options):
     """Build the Keras layer (or ``Sequential``) that computes what ``params`` compute.
 
     When ``model`` came from :func:`from_keras`, its spec rebuilds the same layer (options in
-    ``layer_options`` override the spec's config of a single layer). Otherwise the layer is
-    read from ``params``: cell params give ``SimpleRNN`` / ``LSTM`` / ``GRU`` (``reset_after`` from
-    ``b_hn``), ``BidirectionalParams`` a ``Bidirectional`` (concat), ``DenseParams`` a ``Dense``,
-    each with Keras defaults unless ``layer_options`` say otherwise (e.g. ``activation="relu"``,
+    ``layer_options`` override the spec's config of a single layer).
+
+    Any other rnnjax model (``rnn``, ``bidirectional``, ``stack``, ``dense`` or a ``serial`` of
+    them) becomes the Keras layer, or ``Sequential``, that computes what ``model.apply`` computes:
+    layer types and sizes come from ``params`` (``reset_after`` from ``b_hn``; a ``stack`` becomes
+    one Keras layer per level), ``return_sequences`` from the rank of the model's output, and
+    activations and merge modes from running the candidates on a random probe batch against
+    ``model.apply`` (see ``rnnjax.interop._keras_build``).
+
+    With ``model=None`` or ``layer_options``, one layer is built from ``params`` alone with Keras
+    defaults unless ``layer_options`` say otherwise (e.g. ``activation="relu"``,
     ``return_sequences=True``). rnnjax -> Keras -> rnnjax round-trips exactly.
 
     Args:
-      model: the rnnjax model ``params`` belong to (a :class:`ConvertedLayer` or any Layer).
+      model: the rnnjax model ``params`` belong to (a :class:`ConvertedLayer` or any Layer), or
+        ``None``.
       params: its parameters.
-      **layer_options: Keras constructor arguments for the rebuilt layer.
+      **layer_options: Keras constructor arguments for a single rebuilt layer.
 
     Returns:
-      A built Keras layer holding the converted weights.
+      A built Keras layer or ``keras.Sequential`` holding the converted weights.
 
     Raises:
-      TypeError, ValueError: params Keras cannot hold (a tuple without a spec, non-zero biases
-        for ``use_bias=False``, ...).
+      TypeError: ``model`` is not an rnnjax Layer (or ``None``); params of a layer Keras has no
+        counterpart for, or a tuple of params without the model.
+      ValueError: params Keras cannot hold (non-zero biases for ``use_bias=False``, ...), a
+        model whose output is a pair, or options with no Keras counterpart (``reverse=True``,
+        custom activations).
 
-    >>> keras_layer = rnnjax.interop.to_keras(model, params)
-    >>> y = keras_layer(x)
+    >>> import jax, rnnjax
+    >>> model = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(4)), rnnjax.dense(1, jax.nn.sigmoid))
+    >>> params = model.init(jax.random.key(0), (10, 3))
+    >>> keras_model = rnnjax.interop.to_keras(model, params)   # LSTM(4) -> Dense(1, sigmoid)
     """
     keras = _import_keras()
+    if model is not None and not isinstance(model, Layer):
+        raise TypeError(
+            f"model must be the rnnjax Layer params belong to (or None); got "
+            f"{type(model).__name__}. {SUPPORTED}."
+        )
     spec = spec_of(model, KerasSpec)
     if spec is not None and spec.class_name == "Sequential" and layer_options:
         raise ValueError(
@@ -360,6 +387,8 @@ def to_keras(model, params, **layer_options):
         )
     # Keras' initialisers broadcast by rank; let them under jax_numpy_rank_promotion="raise".
     with jax.numpy_rank_promotion("allow"):
+        if spec is None and model is not None and not layer_options:
+            return keras_for_model(model, params, keras, _layer_for, _set_weights)
         if spec is None:
             layer = _layer_for(params, keras, layer_options)
         elif spec.class_name == "Sequential":

@@ -53,7 +53,8 @@ _PARAMS_MODE = {LSTMParams: "LSTM", GRUParams: "GRU"}
 
 
 class TorchSpec(NamedTuple):
-    """The options of a ``torch.nn.RNN``/``LSTM``/``GRU``; ``mode`` is torch's ``module.mode``."""
+    """The options of a ``torch.nn.RNN``/``LSTM``/``GRU``; ``mode`` is torch's ``module.mode``,
+    ``dropout`` its inter-layer dropout rate (``rnnjax.stack(..., dropout=)``)."""
 
     mode: str
     input_size: int
@@ -62,6 +63,7 @@ class TorchSpec(NamedTuple):
     bias: bool
     batch_first: bool
     bidirectional: bool
+    dropout: float = 0.0
 
 
 def _cell(spec: TorchSpec):
@@ -76,7 +78,7 @@ def _cell(spec: TorchSpec):
 def torch_layout(spec: TorchSpec) -> ConvertedLayer:
     """An rnnjax stack that takes and returns what the torch module of ``spec`` does.
 
-    ``apply(params, x, lengths=None, *, initial_state=None)`` takes ``x [B, T, D]`` when
+    ``apply(params, x, lengths=None, *, initial_state=None, key=None)`` takes ``x [B, T, D]`` when
     ``batch_first`` else ``[T, B, D]`` (or unbatched ``[T, D]``), and returns ``(output, h_n)``
     (RNN, GRU) or ``(output, (h_n, c_n))`` (LSTM), with ``output [B, T, dirs*H]`` (``[T, B, ..]``
     when not ``batch_first``) and ``h_n, c_n [num_layers*dirs, B, H]`` ordered layer by layer,
@@ -84,6 +86,8 @@ def torch_layout(spec: TorchSpec) -> ConvertedLayer:
     in the same layout. ``lengths [B]`` gives what ``pack_padded_sequence`` gives: outputs zero
     past each length, ``h_n`` taken at the last valid step. Params are those of
     ``rnnjax.stack`` (a tuple with one entry per layer), so they also run without this wrapper.
+    ``spec.dropout`` drops between layers, as torch does in train mode, only when ``apply`` gets a
+    PRNG ``key`` (torch's eval mode is ``key=None``).
     """
     cell = _cell(spec)
     dirs = 2 if spec.bidirectional else 1
@@ -91,6 +95,7 @@ def torch_layout(spec: TorchSpec) -> ConvertedLayer:
         [(cell, cell) if dirs == 2 else cell] * spec.num_layers,
         return_sequences=True,
         return_state=True,
+        dropout=spec.dropout,
     )
     is_lstm = spec.mode == "LSTM"
     layout = "(B, T, input_size)" if spec.batch_first else "(T, B, input_size)"
@@ -123,7 +128,7 @@ def torch_layout(spec: TorchSpec) -> ConvertedLayer:
         per_layer = [tuple(states[k * dirs : (k + 1) * dirs]) for k in range(spec.num_layers)]
         return tuple(s if dirs == 2 else s[0] for s in per_layer)
 
-    def apply(params, x, lengths=None, *, initial_state=None):
+    def apply(params, x, lengths=None, *, initial_state=None, key=None):
         x = _checks.floating_array(x, "x")
         if x.ndim not in (2, 3):
             raise ValueError(
@@ -135,7 +140,7 @@ def torch_layout(spec: TorchSpec) -> ConvertedLayer:
         initial = None
         if initial_state is not None:
             initial = initial_states(initial_state, None if unbatched else x.shape[0])
-        ys, states = core.apply(params, x, lengths, initial_state=initial)
+        ys, states = core.apply(params, x, lengths, initial_state=initial, key=key)
         flat = [s for layer in states for s in (layer if dirs == 2 else (layer,))]
         h_n = jnp.stack([s.h for s in flat])
         final = (h_n, jnp.stack([s.c for s in flat])) if is_lstm else h_n
@@ -240,9 +245,10 @@ def _import_torch():
 def from_torch(module) -> tuple[ConvertedLayer, tuple]:
     """Convert a ``torch.nn.RNN`` (tanh or relu), ``torch.nn.LSTM`` or ``torch.nn.GRU``.
 
-    Covers ``num_layers``, ``bidirectional``, ``bias=False`` (zero biases) and ``batch_first``.
-    The model computes what the module computes in eval mode (inter-layer dropout is not
-    applied). GRU weights are converted to rnnjax's update convention by negating the update
+    Covers ``num_layers``, ``bidirectional``, ``bias=False`` (zero biases), ``batch_first`` and
+    ``dropout`` (between layers, as ``rnnjax.stack(..., dropout=)``: applied only when
+    ``model.apply`` gets a PRNG ``key``, so without one the model computes what the module computes
+    in eval mode). GRU weights are converted to rnnjax's update convention by negating the update
     gate (see the module docstring).
 
     Args:
@@ -285,21 +291,46 @@ def from_torch(module) -> tuple[ConvertedLayer, tuple]:
         bias=bool(module.bias),
         batch_first=bool(module.batch_first),
         bidirectional=bool(module.bidirectional),
+        dropout=float(module.dropout),
     )
     arrays = {name: to_numpy(p) for name, p in module.named_parameters()}
     params = jax.tree_util.tree_map(jnp.asarray, params_from_arrays(spec, arrays))
     return torch_layout(spec), params
 
 
-def _infer_spec(params, batch_first: bool, nonlinearity: str, bias: bool):
+_SUPPORTED = (
+    "to_torch converts the params of rnnjax.rnn, rnnjax.bidirectional or rnnjax.stack over "
+    "simple_rnn, lstm or gru(reset_after=True) cells (torch.nn.RNN/LSTM/GRU); dense layers and "
+    "serial models have no such torch module (convert the recurrent part, params[0] of a serial, "
+    "and build torch.nn.Linear for the rest)"
+)
+
+
+def _infer_spec(params, batch_first: bool, nonlinearity: str, bias: bool, dropout: float):
     """``(TorchSpec, per-layer params)`` read from the structure of ``params``."""
     single = (RNNParams, LSTMParams, GRUParams, BidirectionalParams)
     layers = (params,) if isinstance(params, single) else params
-    if not isinstance(layers, (tuple, list)) or not layers:
+    if not isinstance(layers, tuple | list) or not layers or hasattr(layers, "_fields"):
         raise TypeError(
             "params must be rnnjax cell params, BidirectionalParams, or a non-empty tuple of them "
-            f"(one per layer, as rnnjax.stack makes); got {type(params).__name__}."
+            f"(one per layer, as rnnjax.stack makes); got {type(params).__name__}. {_SUPPORTED}."
         )
+    for k, layer in enumerate(layers):
+        cells = tuple(layer) if isinstance(layer, BidirectionalParams) else (layer,)
+        bad = [
+            type(c).__name__
+            for c in cells
+            if type(c) not in _PARAMS_MODE and type(c) is not RNNParams
+        ]
+        if bad:
+            raise TypeError(
+                f"params[{k}] must be RNNParams, LSTMParams, GRUParams or BidirectionalParams of "
+                f"them; got {type(layer).__name__}"
+                + (f" of {bad}" if isinstance(layer, BidirectionalParams) else "")
+                + f". {_SUPPORTED}."
+            )
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a float in [0, 1); got {dropout!r}.")
     bidirectional = isinstance(layers[0], BidirectionalParams)
     dirs = 2 if bidirectional else 1
     first = layers[0].forward if bidirectional else layers[0]
@@ -331,7 +362,14 @@ def _infer_spec(params, batch_first: bool, nonlinearity: str, bias: bool):
     else:
         mode = _PARAMS_MODE[kind]
     spec = TorchSpec(
-        mode, int(first.w_x.shape[0]), hidden, len(layers), bias, batch_first, bidirectional
+        mode,
+        int(first.w_x.shape[0]),
+        hidden,
+        len(layers),
+        bias,
+        batch_first,
+        bidirectional,
+        float(dropout),
     )
     return spec, tuple(layers)
 
@@ -343,6 +381,7 @@ def to_torch(
     batch_first: bool | None = None,
     nonlinearity: str | None = None,
     bias: bool | None = None,
+    dropout: float | None = None,
 ):
     """Build the ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` that computes what ``params`` compute.
 
@@ -360,13 +399,18 @@ def to_torch(
       nonlinearity: ``"tanh"`` or ``"relu"`` for ``RNNParams`` (an rnnjax cell's activation
         cannot be read from its params).
       bias: build the module with biases; ``False`` requires every bias in ``params`` to be zero.
+      dropout: torch's inter-layer ``dropout`` (the ``dropout=`` given to ``rnnjax.stack``; from
+        ``model.spec`` when ``model`` came from :func:`from_torch`, else 0).
 
     Returns:
       A torch module (float32 or float64 as ``params``) with the converted weights.
 
     Raises:
-      TypeError, ValueError: params that torch cannot hold (mixed layer types, GRU without
-        ``b_hn``, non-zero biases with ``bias=False``, an unknown ``nonlinearity``).
+      TypeError: ``params`` of a layer torch has no recurrent module for (``dense``,
+        ``serial``) or not rnnjax params at all.
+      ValueError: params that torch cannot hold (mixed layer types, GRU without ``b_hn``,
+        non-zero biases with ``bias=False``, an unknown ``nonlinearity``, a ``dropout`` outside
+        ``[0, 1)``).
 
     >>> module = rnnjax.interop.to_torch(model, params)
     >>> output, (h_n, c_n) = module(torch.ones(4, 10, 3))
@@ -379,7 +423,9 @@ def to_torch(
         nonlinearity = "relu" if spec and spec.mode == "RNN_RELU" else "tanh"
     if bias is None:
         bias = spec.bias if spec else True
-    spec, layers = _infer_spec(params, bool(batch_first), nonlinearity, bool(bias))
+    if dropout is None:
+        dropout = spec.dropout if spec else 0.0
+    spec, layers = _infer_spec(params, bool(batch_first), nonlinearity, bool(bias), dropout)
     arrays = arrays_from_params(spec, layers)
     dtype = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}.get(
         next(iter(arrays.values())).dtype
@@ -393,6 +439,7 @@ def to_torch(
         bias=spec.bias,
         batch_first=spec.batch_first,
         bidirectional=spec.bidirectional,
+        dropout=spec.dropout,
         dtype=dtype,
     )
     if spec.mode == "LSTM":

@@ -9,8 +9,11 @@ and zoneout, embeddings, preprocessing, atomic checkpoints and a ``fit`` loop.
 ...                    max_norm=1.0), (x, y), epochs=5, batch_size=32)
 """
 
-from rnnjax.train._checkpoint import CheckpointError as CheckpointError
-from rnnjax.train._checkpoint import CorruptCheckpointError as CorruptCheckpointError
+from rnnjax.train._callbacks import Callback as Callback
+from rnnjax.train._callbacks import CSVWriter as CSVWriter
+from rnnjax.train._callbacks import JSONLWriter as JSONLWriter
+from rnnjax.train._callbacks import TensorBoardWriter as TensorBoardWriter
+from rnnjax.train._checkpoint import CheckpointManager as CheckpointManager
 from rnnjax.train._checkpoint import checkpoint_path as checkpoint_path
 from rnnjax.train._checkpoint import checkpoint_steps as checkpoint_steps
 from rnnjax.train._checkpoint import restore_checkpoint as restore_checkpoint
@@ -34,9 +37,12 @@ from rnnjax.train._embedding import WordVectors as WordVectors
 from rnnjax.train._embedding import embedding as embedding
 from rnnjax.train._embedding import embedding_matrix as embedding_matrix
 from rnnjax.train._embedding import load_word_vectors as load_word_vectors
+from rnnjax.train._errors import CheckpointError as CheckpointError
+from rnnjax.train._errors import CorruptCheckpointError as CorruptCheckpointError
 from rnnjax.train._fit import FitResult as FitResult
 from rnnjax.train._fit import evaluate as evaluate
 from rnnjax.train._fit import fit as fit
+from rnnjax.train._lock import CheckpointLockError as CheckpointLockError
 from rnnjax.train._losses import accuracy as accuracy
 from rnnjax.train._losses import binary_accuracy as binary_accuracy
 from rnnjax.train._losses import binary_cross_entropy as binary_cross_entropy
@@ -52,15 +58,22 @@ from rnnjax.train._tbptt import make_tbptt_step as make_tbptt_step
 from rnnjax.train._tbptt import reset_state as reset_state
 from rnnjax.train._tbptt import run_tbptt as run_tbptt
 from rnnjax.train._tbptt import tbptt_loss as tbptt_loss
+from rnnjax.train._tbptt import tbptt_train_step as tbptt_train_step
 from rnnjax.train._tbptt import time_chunks as time_chunks
 
 __all__ = [
     "Bucket",
+    "CSVWriter",
+    "Callback",
     "CheckpointError",
+    "CheckpointLockError",
+    "CheckpointManager",
     "CorruptCheckpointError",
     "EmbeddingParams",
     "FitResult",
+    "JSONLWriter",
     "Standardizer",
+    "TensorBoardWriter",
     "TrainState",
     "VariationalState",
     "WordVectors",
@@ -94,6 +107,7 @@ __all__ = [
     "softmax_cross_entropy",
     "standardize",
     "tbptt_loss",
+    "tbptt_train_step",
     "time_chunks",
     "unstandardize",
     "variational_dropout",

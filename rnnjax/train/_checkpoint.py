@@ -1,205 +1,287 @@
-"""Atomic checkpoints of any pytree of arrays (params, optax state, step, PRNG keys).
+"""Checkpoints of any pytree of arrays (params, optax state, step, PRNG keys) on orbax.
 
-A checkpoint is one file, ``checkpoint_<step>.msgpack``: an 8-byte magic, the SHA-256 of the
-payload, and the payload (``flax.serialization`` msgpack of the pytree's state dict, which stores
-every array's raw bytes, dtype and shape, so a round trip is bit-for-bit). It is written to a
-temporary file in the same directory, flushed and ``fsync``-ed, then moved over the final name
-with ``os.replace`` (atomic on POSIX) and the directory is ``fsync``-ed. A crash at any point
-leaves either the old set of checkpoints or the new one, never a torn file under a checkpoint
-name; a file damaged by other means fails its checksum and :func:`restore_checkpoint` falls back
-to the newest intact one.
+A checkpoint is orbax's directory ``<directory>/<step>/``, written by an
+``orbax.checkpoint.CheckpointManager``: the arrays as one flat dict (``arrays/``, every host
+writing its own shards of sharded arrays) and an rnnjax manifest (``manifest/``: each leaf's path,
+shape, dtype and SHA-256, and the Python scalars; see ``_manifest``). orbax writes into a
+temporary directory and renames it when every host is done (the atomic commit), so a crash at
+any point leaves the old set of checkpoints; it keeps the newest ``keep`` and saves in a
+background thread when asked. Restoring reads each array straight into the sharding of the
+template's leaf. The first format, one ``checkpoint_<step>.msgpack`` file, is still read.
+
+One process writes to a directory at a time (per process index): a writer holds
+``.rnnjax-writer-<i>.lock`` (``_lock``), and a second one fails at once naming the owner's pid and
+host. Needs ``orbax-checkpoint`` (``pip install 'rnnjax[flax]'``); ``import rnnjax`` does not
+import it.
 """
 
-import hashlib
 import logging
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-_MAGIC = b"RNNJAXC1"
-_PATTERN = re.compile(r"^checkpoint_(\d+)\.msgpack$")
-_TEMPORARY = re.compile(r"^\.checkpoint_(\d+)\.msgpack\..+\.tmp$")
+from rnnjax.train import _manifest
+from rnnjax.train._errors import CheckpointError, CorruptCheckpointError, require
+from rnnjax.train._legacy import PATTERN, legacy_path, load_legacy
+from rnnjax.train._lock import DirectoryLock
+
 _log = logging.getLogger(__name__)
+_PURPOSE = "rnnjax's checkpoints"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing or does not match the target."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """A checkpoint file is truncated or damaged (bad header or checksum)."""
-
-
-def _is_key(leaf) -> bool:
-    return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
-def _encode(target: Any) -> bytes:
-    raw = jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, target)
-    payload = serialization.msgpack_serialize(serialization.to_state_dict(raw))
-    return _MAGIC + hashlib.sha256(payload).digest() + payload
-
-
-def _decode(data: bytes, source: str) -> Any:
-    header = len(_MAGIC) + 32
-    if len(data) < header or not data.startswith(_MAGIC):
-        raise CorruptCheckpointError(
-            f"{source} is not an rnnjax checkpoint (bad header or truncated)."
-        )
-    payload = data[header:]
-    if hashlib.sha256(payload).digest() != data[len(_MAGIC) : header]:
-        raise CorruptCheckpointError(f"{source} is corrupt or truncated (checksum mismatch).")
-    return serialization.msgpack_restore(payload)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+def _check_step(step: Any, name: str = "step") -> int:
+    if isinstance(step, bool) or not isinstance(step, int | np.integer):
+        raise TypeError(f"{name} must be an int; got {step!r} ({type(step).__name__}).")
+    if step < 0:
+        raise ValueError(f"{name} must be a non-negative int; got {step!r}.")
+    return int(step)
 
 
 def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint files in ``directory``, ascending (not verified)."""
+    """Steps of the committed checkpoints in ``directory``, ascending (not verified).
+
+    >>> import tempfile, rnnjax
+    >>> rnnjax.train.checkpoint_steps(tempfile.mkdtemp())
+    []
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    matches = (_PATTERN.match(p.name) for p in directory.iterdir())
-    return sorted(int(m.group(1)) for m in matches if m)
+    steps = set()
+    for entry in directory.iterdir():
+        if entry.name.isdigit() and entry.is_dir():
+            steps.add(int(entry.name))
+        elif match := PATTERN.match(entry.name):
+            steps.add(int(match.group(1)))
+    return sorted(steps)
 
 
 def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
-    """``directory / checkpoint_<step>.msgpack``."""
-    return Path(directory) / f"checkpoint_{int(step)}.msgpack"
+    """Where the checkpoint of ``step`` lives: ``directory / str(step)``, or the legacy
+    ``checkpoint_<step>.msgpack`` file when only that exists.
+
+    >>> import rnnjax
+    >>> rnnjax.train.checkpoint_path("runs/a", 3).name
+    '3'
+    """
+    step = _check_step(step)
+    path = Path(directory) / str(step)
+    legacy = legacy_path(directory, step)
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+class CheckpointManager:
+    """Writes checkpoints to one directory under its writer lock; orbax's manager underneath.
+
+    Args:
+      directory: created if missing.
+      keep: keep the newest ``keep`` checkpoints (``None``: all).
+      async_save: :meth:`save` returns once the arrays are copied to host memory and writes
+        them in a background thread; :meth:`wait` and :meth:`close` wait for it.
+
+    Raises:
+      CheckpointLockError: another live process writes to ``directory`` (names its pid, host).
+      ImportError: orbax-checkpoint is not installed.
+
+    >>> import tempfile, jax.numpy as jnp, rnnjax
+    >>> directory = tempfile.mkdtemp()
+    >>> with rnnjax.train.CheckpointManager(directory, keep=2) as manager:
+    ...     for step in range(3):
+    ...         path = manager.save(step, {"w": jnp.full(3, step)})
+    >>> rnnjax.train.checkpoint_steps(directory)
+    [1, 2]
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, *, keep: int | None = None, async_save: bool = True
+    ):
+        if keep is not None and (
+            isinstance(keep, bool) or not isinstance(keep, int | np.integer) or keep < 1
+        ):
+            raise ValueError(f"keep must be a positive int or None; got {keep!r}.")
+        ocp = require("orbax.checkpoint", _PURPOSE)
+        self.directory = Path(directory).absolute()
+        self._ocp = ocp
+        self._lock = DirectoryLock(self.directory, jax.process_index()).acquire()
+        try:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=None if keep is None else int(keep),
+                enable_async_checkpointing=bool(async_save),
+                cleanup_tmp_directories=True,  # safe: the lock holder is the only writer
+            )
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("arrays", "manifest")
+            )
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def save(self, step: int, target: Any) -> Path:
+        """Save ``target`` (a pytree of arrays, typed PRNG keys, bool/int/float/str) as ``step``.
+
+        An existing checkpoint of ``step`` is replaced. Returns the checkpoint's directory.
+        """
+        step = _check_step(step)
+        if self._manager is None:
+            raise CheckpointError(f"the CheckpointManager of {self.directory} is closed.")
+        arrays, manifest = _manifest.split(target)
+        if step in self._manager.all_steps():
+            self._manager.wait_until_finished()
+            self._manager.delete(step)
+        items = {"manifest": self._ocp.args.JsonSave(manifest)}
+        if arrays:
+            items["arrays"] = self._ocp.args.PyTreeSave(arrays)
+        self._manager.save(step, args=self._ocp.args.Composite(**items), force=True)
+        return self.directory / str(step)
+
+    def wait(self) -> None:
+        """Block until every save has been committed."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def steps(self) -> list[int]:
+        """:func:`checkpoint_steps` of the directory (after committing pending saves)."""
+        self.wait()
+        return checkpoint_steps(self.directory)
+
+    def restore(self, target: Any, *, step: int | None = None) -> tuple[Any, int]:
+        """:func:`restore_checkpoint` of the directory (after committing pending saves)."""
+        self.wait()
+        return restore_checkpoint(self.directory, target, step=step)
+
+    def close(self) -> None:
+        """Wait for pending saves, then release the lock."""
+        if self._manager is None:
+            return
+        manager, self._manager = self._manager, None
+        try:
+            manager.close()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def save_checkpoint(
     directory: str | os.PathLike, target: Any, step: int, *, keep: int | None = None
 ) -> Path:
-    """Write ``target`` atomically as the checkpoint of ``step``; keep the newest ``keep``.
+    """Write ``target`` as the checkpoint of ``step`` and wait for it; keep the newest ``keep``.
 
     Args:
-      directory: created if missing.
+      directory: created if missing; locked while writing (see :class:`CheckpointManager`).
       target: a pytree of arrays and scalars (NamedTuples, dicts, tuples, ``None``, typed PRNG
-        keys), e.g. ``TrainState(params, opt_state, step)``.
+        keys, bool/int/float/str), e.g. ``TrainState(params, opt_state, step)``.
       step: non-negative int naming the checkpoint; an existing one of that step is replaced.
       keep: delete all but the newest ``keep`` checkpoints after writing (``None``: keep all).
 
-    Temporaries that killed writes of this or an earlier step left behind (``.checkpoint_<s>
-    .msgpack.*.tmp``, ``s <= step``) are deleted once this checkpoint is in place; those of later
-    steps are left alone (another writer may still be on them).
-
     Returns:
-      The path written.
+      The checkpoint's directory.
 
-    >>> rnnjax.train.save_checkpoint("runs/ckpt", train_state, step=100, keep=3)
+    >>> import tempfile, jax.numpy as jnp, rnnjax
+    >>> directory = tempfile.mkdtemp()
+    >>> rnnjax.train.save_checkpoint(directory, {"w": jnp.ones(3)}, step=100).name
+    '100'
     """
-    if not isinstance(step, int | np.integer) or step < 0:
-        raise ValueError(f"step must be a non-negative int; got {step!r}.")
-    if keep is not None and keep < 1:
-        raise ValueError(f"keep must be a positive int or None; got {keep!r}.")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(directory, step)
-    _atomic_write(path, _encode(target))
-    for leftover in directory.iterdir():
-        match = _TEMPORARY.match(leftover.name)
-        if match and int(match.group(1)) <= step:
-            leftover.unlink(missing_ok=True)
-    if keep is not None:
-        for old in checkpoint_steps(directory)[:-keep]:
-            checkpoint_path(directory, old).unlink(missing_ok=True)
-    return path
+    step = _check_step(step)
+    with CheckpointManager(directory, keep=keep, async_save=False) as manager:
+        return manager.save(step, target)
 
 
-def _restore_leaf(path, template, value):
-    name = jax.tree_util.keystr(path)
-    if _is_key(template):
-        value = np.asarray(value)
-        data = jax.random.key_data(template)
-        if value.shape != data.shape:
-            raise CheckpointError(
-                f"leaf {name}: expected key data {data.shape}, got {value.shape}."
-            )
-        return jax.random.wrap_key_data(value, impl=jax.random.key_impl(template))
-    if not hasattr(template, "shape"):
-        return value
-    value = np.asarray(value)
-    if value.shape != tuple(template.shape) or value.dtype != template.dtype:
-        raise CheckpointError(
-            f"leaf {name}: checkpoint holds {value.dtype}{list(value.shape)}, the target expects "
-            f"{template.dtype}{list(template.shape)}."
-        )
-    return jnp.asarray(value) if isinstance(template, jax.Array) else value
-
-
-def _load(path: Path, target: Any) -> Any:
+def _load_orbax(path: Path, target: Any) -> Any:
+    ocp = require("orbax.checkpoint", _PURPOSE)
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    items = ("arrays", "manifest")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}.") from None
-    state = _decode(data, str(path))
-    raw_target = jax.tree_util.tree_map(
-        lambda x: jax.random.key_data(x) if _is_key(x) else x, target
-    )
-    try:
-        restored = serialization.from_state_dict(raw_target, state)
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} does not match the target's structure: {error}") from None
-    return jax.tree_util.tree_map_with_path(_restore_leaf, target, restored)
+        with ocp.CheckpointManager(path.parent, options=options, item_names=items) as manager:
+            manifest = manager.restore(
+                int(path.name), args=ocp.args.Composite(manifest=ocp.args.JsonRestore())
+            )["manifest"]
+            abstract = _manifest.match(target, manifest, str(path))
+            arrays = {}
+            if abstract:
+                arrays = manager.restore(
+                    int(path.name),
+                    args=ocp.args.Composite(
+                        arrays=ocp.args.PyTreeRestore(
+                            abstract,
+                            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                            partial_restore=True,
+                        )
+                    ),
+                )["arrays"]
+    except CheckpointError:
+        raise
+    except Exception as error:  # orbax and tensorstore raise many types for damaged files
+        raise CorruptCheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {str(error)[:300]})."
+        ) from error
+    return _manifest.assemble(target, manifest, arrays, str(path))
+
+
+def _load(directory: Path, step: int, target: Any) -> Any:
+    path = Path(directory) / str(step)
+    if path.is_dir():
+        return _load_orbax(path, target)
+    legacy = legacy_path(directory, step)
+    if legacy.exists():
+        return load_legacy(legacy, target)
+    raise CheckpointError(f"no checkpoint at {path} (nor {legacy.name}).")
 
 
 def restore_checkpoint(
     directory: str | os.PathLike, target: Any, *, step: int | None = None
 ) -> tuple[Any, int]:
-    """Read a checkpoint into the structure of ``target``.
+    """Read a checkpoint into the structure, and the shardings, of ``target``.
 
     Args:
-      directory: the directory :func:`save_checkpoint` wrote to.
-      target: a pytree like the saved one (its values are ignored; shapes and dtypes are checked).
-      step: the step to read; ``None`` reads the newest checkpoint that passes its checksum,
-        skipping (and logging) damaged ones.
+      directory: the directory :func:`save_checkpoint` (or an older rnnjax's msgpack writer)
+        wrote to.
+      target: a pytree like the saved one; its values are ignored, its shapes and dtypes are
+        checked, and each ``jax.Array`` (or ``jax.ShapeDtypeStruct``) leaf's sharding is where
+        that array is restored to (e.g. split over a mesh's ``"model"`` axis).
+      step: the step to read (an int); ``None`` reads the newest checkpoint that restores,
+        skipping (and logging at WARNING, with the reason) damaged ones and ones that do not
+        match ``target``.
 
     Returns:
-      ``(restored, step)``: leaves are ``jax.Array`` where ``target``'s are, NumPy otherwise.
+      ``(restored, step)``: leaves are ``jax.Array`` where ``target``'s are, NumPy where
+      ``target``'s are NumPy, Python values where ``target``'s are.
 
     Raises:
-      CorruptCheckpointError: the requested step's file is damaged.
-      CheckpointError: no intact checkpoint, or it does not match ``target``.
+      TypeError: ``step`` is not an int (e.g. ``2.7``).
+      CorruptCheckpointError: the requested step's checkpoint is damaged.
+      CheckpointError: no checkpoint restores, or the requested one does not match ``target``
+        (the message names the leaf).
 
-    >>> train_state, step = rnnjax.train.restore_checkpoint("runs/ckpt", train_state)
+    >>> import tempfile, jax.numpy as jnp, rnnjax
+    >>> directory = tempfile.mkdtemp()
+    >>> _ = rnnjax.train.save_checkpoint(directory, {"w": jnp.arange(3.0)}, step=7)
+    >>> restored, step = rnnjax.train.restore_checkpoint(directory, {"w": jnp.zeros(3)})
+    >>> step, restored["w"].tolist()
+    (7, [0.0, 1.0, 2.0])
     """
+    directory = Path(directory)
     if step is not None:
-        return _load(checkpoint_path(directory, step), target), int(step)
+        step = _check_step(step)
+        return _load(directory, step, target), step
     steps = checkpoint_steps(directory)
+    if not steps:
+        raise CheckpointError(f"no intact checkpoint in {directory} (found steps []).")
+    reasons = []
     for candidate in reversed(steps):
         try:
-            return _load(checkpoint_path(directory, candidate), target), candidate
-        except CorruptCheckpointError as error:
-            _log.warning("skipping damaged checkpoint: %s", error)
-    raise CheckpointError(f"no intact checkpoint in {directory} (found steps {steps}).")
+            return _load(directory, candidate, target), candidate
+        except CheckpointError as error:
+            _log.warning("skipping checkpoint %d of %s: %s", candidate, directory, error)
+            reasons.append(f"step {candidate}: {error}")
+    raise CheckpointError(
+        f"no intact checkpoint in {directory} restores into the target (found steps {steps}); "
+        + "; ".join(reasons)
+    )

@@ -35,6 +35,7 @@ def pad_sequences(
     Raises:
       ValueError: no sequences, or trailing shapes differ.
 
+    >>> import rnnjax
     >>> x, lengths = rnnjax.train.pad_sequences([[1, 2, 3], [4]])   # x [[1,2,3],[4,0,0]]
     """
     arrays = [np.asarray(s) for s in sequences]
@@ -47,9 +48,13 @@ def pad_sequences(
             f"{sorted({a.shape for a in arrays})}."
         )
     lengths = np.array([a.shape[0] for a in arrays], np.int32)
+    if max_length is not None and (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, int | np.integer)
+        or max_length < 0
+    ):
+        raise ValueError(f"max_length must be a non-negative int or None; got {max_length!r}.")
     length = int(lengths.max()) if max_length is None else int(max_length)
-    if length < 0:
-        raise ValueError(f"max_length must be non-negative; got {max_length!r}.")
     dtype = np.result_type(*arrays) if dtype is None else dtype
     padded = np.full((len(arrays), length) + arrays[0].shape[1:], value, dtype)
     lengths = np.minimum(lengths, length)
@@ -138,22 +143,59 @@ def fit_standardizer(x: np.ndarray, *, axis=0, epsilon: float = 1e-8) -> Standar
     >>> scaler = rnnjax.train.fit_standardizer(train_series)
     >>> z = rnnjax.train.standardize(test_series, scaler)
     """
-    x = np.asarray(x, np.float64)
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be positive (the floor of std); got {epsilon!r}.")
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"x must hold real numbers; got dtype {x.dtype}.")
+    x = x.astype(np.float64)
+    if x.size == 0:
+        raise ValueError(f"x must hold at least one value along axis={axis}; got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        raise ValueError(
+            f"x must be finite; got {int((~np.isfinite(x)).sum())} NaN or infinite value(s) "
+            f"(mean and std would be NaN and poison every standardized value)."
+        )
     mean = x.mean(axis=axis, keepdims=True)
     std = np.maximum(x.std(axis=axis, keepdims=True), epsilon)
     return Standardizer(mean, std)
 
 
-def standardize(x: np.ndarray, standardizer: Standardizer) -> np.ndarray:
-    """``(x - mean) / std``, in ``x``'s floating dtype (float32 for integer input)."""
+def _check_fitted(x, standardizer, name: str) -> np.ndarray:
+    """``x`` as an array whose trailing shape matches the fitted statistics."""
+    if not isinstance(standardizer, Standardizer):
+        raise TypeError(
+            f"standardizer must be a Standardizer (from fit_standardizer); got "
+            f"{type(standardizer).__name__}."
+        )
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {x.dtype}.")
+    try:
+        np.broadcast_shapes(x.shape, standardizer.mean.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {x.shape} does not match the standardizer, fitted on data with "
+            f"statistics of shape {standardizer.mean.shape} (same features, e.g. [T, F])."
+        ) from None
+    return x
+
+
+def standardize(x: np.ndarray, standardizer: Standardizer) -> np.ndarray:
+    """``(x - mean) / std``, in ``x``'s floating dtype (float32 for integer input).
+
+    Raises:
+      TypeError: ``standardizer`` is not a :class:`Standardizer`.
+      ValueError: ``x``'s shape does not match the shape the standardizer was fitted on.
+    """
+    x = _check_fitted(x, standardizer, "x")
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     return ((x - standardizer.mean) / standardizer.std).astype(dtype)
 
 
 def unstandardize(z: np.ndarray, standardizer: Standardizer) -> np.ndarray:
-    """Inverse of :func:`standardize`: ``z * std + mean``."""
-    z = np.asarray(z)
+    """Inverse of :func:`standardize`: ``z * std + mean`` (same checks)."""
+    z = _check_fitted(z, standardizer, "z")
     return (z * standardizer.std + standardizer.mean).astype(z.dtype)
 
 
@@ -177,6 +219,8 @@ def sliding_windows(
     Raises:
       ValueError: the series is shorter than ``window + horizon`` or an argument is not positive.
 
+    >>> import numpy as np
+    >>> import rnnjax
     >>> x, y = rnnjax.train.sliding_windows(np.arange(10.0), 3)   # x[0] = [0,1,2], y[0] = [3]
     """
     series = np.asarray(series)

@@ -29,7 +29,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from rnnjax import _checks
 from rnnjax._cells import Cell
 
 # Cells whose previous hidden state enters the update only through ``h_{t-1} W_h``; for them
@@ -37,24 +39,53 @@ from rnnjax._cells import Cell
 _H_ONLY_IN_MATMUL = ("simple_rnn", "lstm", "layer_norm_lstm")
 
 
-def _typed_key(key) -> jax.Array:
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+def _describe(value) -> str:
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _typed_key(key, signature: str = "") -> jax.Array:
+    if not hasattr(key, "dtype") or not (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.ndim == 1)
+    ):
+        raise TypeError(
+            f"key must be a PRNG key (jax.random.key or PRNGKey) or None; got "
+            f"{_describe(key)}.{signature}"
+        )
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    if key.dtype != jnp.uint32 or key.ndim != 1:
-        raise TypeError(
-            f"key must be a PRNG key (jax.random.key or PRNGKey); got shape {key.shape} "
-            f"and dtype {key.dtype}."
-        )
     return jax.random.wrap_key_data(key)
 
 
-def _check_rate(rate, name: str, upper_inclusive: bool = False) -> float:
+def _check_rate(rate, name: str, upper_inclusive: bool = False, signature: str = "") -> float:
+    """``rate`` as a Python float, refusing keys, arrays and strings passed in its place."""
+    is_scalar = isinstance(rate, int | float | np.integer | np.floating) and not isinstance(
+        rate, bool
+    )
+    if not is_scalar and hasattr(rate, "dtype") and np.ndim(rate) == 0:
+        is_scalar = _checks.is_concrete(rate) and (
+            jnp.issubdtype(rate.dtype, jnp.floating) or jnp.issubdtype(rate.dtype, jnp.integer)
+        )
+    if not is_scalar:
+        raise TypeError(
+            f"{name} must be a Python float (a static drop probability); got "
+            f"{_describe(rate)}.{signature}"
+        )
+    interval = "[0, 1]" if upper_inclusive else "[0, 1)"
     ok = 0.0 <= rate <= 1.0 if upper_inclusive else 0.0 <= rate < 1.0
     if not ok:
-        interval = "[0, 1]" if upper_inclusive else "[0, 1)"
         raise ValueError(f"{name} must lie in {interval}; got {rate!r}.")
     return float(rate)
+
+
+def _check_x(x, signature: str) -> jax.Array:
+    if not hasattr(x, "dtype") or not (
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)
+    ):
+        raise TypeError(f"x must be a floating-point array; got {_describe(x)}.{signature}")
+    return x
 
 
 def dropout(key, x: jax.Array, rate: float, *, broadcast_axes: tuple[int, ...] = ()) -> jax.Array:
@@ -69,12 +100,21 @@ def dropout(key, x: jax.Array, rate: float, *, broadcast_axes: tuple[int, ...] =
 
     >>> x = rnnjax.train.dropout(key, x, 0.2, broadcast_axes=(1,))
     """
-    rate = _check_rate(rate, "rate")
+    signature = " The signature is dropout(key, x, rate)."
+    rate = _check_rate(rate, "rate", signature=signature)
+    x = _check_x(jnp.asarray(x) if isinstance(x, np.ndarray) else x, signature)
+    key = None if key is None else _typed_key(key, signature)
+    for axis in broadcast_axes:
+        if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+            raise ValueError(
+                f"broadcast_axes must be axes of x (shape {tuple(x.shape)}); "
+                f"got {broadcast_axes!r}."
+            )
     if key is None or rate == 0.0:
         return x
     axes = tuple(a % x.ndim for a in broadcast_axes)
     shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
-    keep = jax.random.bernoulli(_typed_key(key), 1.0 - rate, shape)
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     scaled = x / jnp.asarray(1.0 - rate, x.dtype)
     return jnp.where(jnp.broadcast_to(keep, x.shape), scaled, jnp.zeros_like(x))
 
@@ -97,17 +137,21 @@ def drop_connect(key, params: Any, rate: float, *, fields: tuple[str, ...] = ("w
 
     >>> dropped = rnnjax.train.drop_connect(key, params, 0.5)
     """
-    rate = _check_rate(rate, "rate")
+    signature = " The signature is drop_connect(key, params, rate)."
+    rate = _check_rate(rate, "rate", signature=signature)
+    key = None if key is None else _typed_key(key, signature)
     paths = [
         path
         for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
         if path and getattr(path[-1], "name", None) in fields
     ]
     if not paths:
-        raise ValueError(f"params contain no field named {fields}; nothing to drop.")
+        raise ValueError(
+            f"fields must name fields of params; params contain no field named {fields}, so "
+            f"nothing would be dropped."
+        )
     if key is None or rate == 0.0:
         return params
-    key = _typed_key(key)
     chosen = {jax.tree_util.keystr(p): i for i, p in enumerate(paths)}
 
     def drop(path, leaf):
@@ -197,7 +241,10 @@ def variational_dropout(cell: Cell, rate: float, *, key=None) -> Cell:
     >>> cell = rnnjax.train.variational_dropout(rnnjax.lstm(64), 0.25, key=key)
     """
     cell = _check_cell(cell)
-    rate = _check_rate(rate, "rate")
+    rate = _check_rate(
+        rate, "rate", signature=" The signature is variational_dropout(cell, rate, *, key)."
+    )
+    key = None if key is None else _typed_key(key)
     hidden = cell.hidden_size
     fast = cell.name in _H_ONLY_IN_MATMUL
 
@@ -206,7 +253,7 @@ def variational_dropout(cell: Cell, rate: float, *, key=None) -> Cell:
         if key is None or rate == 0.0:
             mask = jnp.ones(shape, dtype)
         else:
-            keep = jax.random.bernoulli(_typed_key(key), 1.0 - rate, shape)
+            keep = jax.random.bernoulli(key, 1.0 - rate, shape)
             mask = keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
         return VariationalState(cell.initial_state(batch_shape, dtype), mask)
 

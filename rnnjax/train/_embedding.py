@@ -2,18 +2,22 @@
 
 The seed's last "common mistake" is not leveraging pre-trained embeddings. :func:`load_word_vectors`
 reads the plain-text format both tools write (one ``word v_1 ... v_E`` line per word; word2vec adds
-a ``"V E"`` header line), :func:`embedding_matrix` aligns the vectors with a model's vocabulary,
-and :func:`embedding` is a layer over ``[B, T]`` token ids that is trainable or frozen.
+a ``"V E"`` header line), word2vec's binary format and gzipped files of either;
+:func:`embedding_matrix` aligns the vectors with a model's vocabulary, and :func:`embedding` is a
+layer over ``[B, T]`` token ids that is trainable or frozen.
 """
 
+import gzip
+import itertools
 import os
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import _checks
 from rnnjax._layers import Layer
 
 
@@ -30,51 +34,145 @@ class WordVectors(NamedTuple):
     vectors: np.ndarray
 
 
-def load_word_vectors(path: str | os.PathLike, *, vocabulary=None, dtype=np.float32) -> WordVectors:
-    """Read word2vec (text, with a ``"V E"`` header) or GloVe (no header) vectors.
+def _open_bytes(path) -> BinaryIO:
+    """The file as a byte stream, gunzipped when it starts with gzip's magic bytes."""
+    stream = open(path, "rb")  # noqa: SIM115 - returned to the caller's ``with``
+    if stream.peek(2)[:2] != b"\x1f\x8b":
+        return stream
+    stream.close()
+    return gzip.open(path, "rb")
+
+
+def _header(line: bytes) -> tuple[int, int] | None:
+    """``(count, dims)`` from a word2vec header line ``"V E"``, else ``None``."""
+    parts = line.split()
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def _looks_binary(stream) -> bool:
+    """True when the bytes after the header are not UTF-8 text (word2vec's binary records)."""
+    sample = stream.peek(4096)[:4096]
+    if b"\x00" in sample:
+        return True
+    try:
+        sample[:-4].decode("utf-8")  # the window may cut a multi-byte character at its end
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_records(stream, path, dims: int | None, first_number: int):
+    """``(line number, word, value strings)`` of each text line, widths checked."""
+    for number, raw in enumerate(stream, start=first_number):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}:{number}: not UTF-8 text ({error}).") from None
+        parts = line.rstrip("\r\n").rstrip(" ").split(" ")
+        if not line.strip():
+            continue
+        if dims is None:
+            dims = len(parts) - 1
+        # GloVe's large files hold a few words with spaces: the vector is the last E fields; a
+        # numeric field in the word's place means the row is wider than the others.
+        surplus = parts[1 : len(parts) - dims]
+        if dims < 1 or len(parts) < dims + 1 or any(_is_number(p) for p in surplus):
+            raise ValueError(
+                f"{path}:{number}: expected a word and {dims} values (the width of the header or "
+                f"the first row); got {len(parts) - 1} fields after the word {parts[0]!r}."
+            )
+        yield number, " ".join(parts[: len(parts) - dims]), parts[len(parts) - dims :]
+
+
+def _binary_records(stream, path, count: int, dims: int):
+    """``(record number, word, float32 values)`` of word2vec's binary format: per word, its UTF-8
+    bytes, a space, ``dims`` little-endian float32 values, optionally a newline."""
+    for number in range(1, count + 1):
+        word = bytearray()
+        while (byte := stream.read(1)) != b" ":
+            if not byte:
+                raise ValueError(
+                    f"{path}: the header announces {count} vectors; the file ends in record "
+                    f"{number}."
+                )
+            if byte != b"\n" or word:
+                word += byte
+        data = stream.read(4 * dims)
+        if len(data) != 4 * dims:
+            raise ValueError(
+                f"{path}: record {number} ({word.decode('utf-8', 'replace')!r}) holds "
+                f"{len(data)} bytes of values; expected {dims} float32 values ({4 * dims} bytes)."
+            )
+        yield number, word.decode("utf-8", "replace"), np.frombuffer(data, "<f4")
+
+
+def load_word_vectors(
+    path: str | os.PathLike, *, vocabulary=None, dtype=np.float32, binary: bool | None = None
+) -> WordVectors:
+    """Read word2vec (text or binary, with a ``"V E"`` header) or GloVe (text, no header) vectors.
+
+    Gzipped files (``.gz``, detected by their magic bytes) are read as they stream.
 
     Args:
-      path: the text file (UTF-8).
+      path: the file: UTF-8 text lines ``word v_1 ... v_E``, or word2vec's binary format (the
+        header line, then per word its bytes, a space and ``E`` little-endian float32 values).
       vocabulary: optional set of words to keep (others are skipped while reading, which keeps
         memory small for large files).
       dtype: dtype of the vectors.
+      binary: ``True`` or ``False`` to force the format; ``None`` tells them apart by whether the
+        bytes after a header are UTF-8 text.
 
     Returns:
       :class:`WordVectors`.
 
     Raises:
-      ValueError: the file is empty, a line has the wrong number of values, a value is not a
-        number, or the header's count disagrees with the lines.
+      ValueError: the file is empty, a line has the wrong number of values (the message gives
+        the line number), a value is not a number, or the header's count disagrees with the file.
 
-    >>> words, vectors = rnnjax.train.load_word_vectors("glove.6B.50d.txt", vocabulary=vocab)
+    >>> import pathlib, tempfile, rnnjax
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "vectors.txt"
+    >>> _ = path.write_text("2 3\nthe 0.1 0.2 0.3\ncat 0.4 0.5 0.6\n")
+    >>> rnnjax.train.load_word_vectors(path).vectors.shape
+    (2, 3)
     """
     words, rows = [], []
-    dims, expected_count = None, None
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                expected_count, dims = int(parts[0]), int(parts[1])
-                continue
-            if not line.strip():
-                continue
-            if dims is None:
-                dims = len(parts) - 1
-            if len(parts) < dims + 1 or dims < 1:
+    with _open_bytes(path) as stream:
+        first = stream.readline()
+        header = _header(first)
+        expected_count, dims = header if header else (None, None)
+        if binary is None:
+            binary = header is not None and _looks_binary(stream)
+        if binary:
+            if header is None:
                 raise ValueError(
-                    f"{path}:{number}: expected a word and {dims} values; got {len(parts)} fields."
+                    f"{path}: binary word2vec files start with a 'V E' header line; got "
+                    f"{first[:40]!r}."
                 )
-            # GloVe's large files hold a few words with spaces: the vector is the last E fields.
-            word = " ".join(parts[: len(parts) - dims])
+            records = _binary_records(stream, path, expected_count, dims)
+        else:
+            lines = itertools.chain([] if header else [first], stream)
+            records = _text_records(lines, path, dims, 2 if header else 1)
+        for number, word, values in records:
+            dims = len(values)
             if vocabulary is not None and word not in vocabulary:
                 continue
             try:
-                rows.append(np.asarray(parts[len(parts) - dims :], dtype))
+                rows.append(np.asarray(values, np.float64).astype(dtype))
             except ValueError as error:
                 raise ValueError(f"{path}:{number}: non-numeric value ({error}).") from None
             words.append(word)
-    if dims is None:
-        raise ValueError(f"{path} holds no word vectors.")
+        if dims is None:
+            raise ValueError(f"{path} holds no word vectors.")
     if expected_count is not None and vocabulary is None and len(words) != expected_count:
         raise ValueError(
             f"{path}: the header announces {expected_count} vectors; the file holds {len(words)}."
@@ -104,10 +202,23 @@ def embedding_matrix(
     Returns:
       ``(table [V, E], found [V] bool)``.
     """
+    if not isinstance(word_vectors, WordVectors):
+        raise TypeError(
+            f"word_vectors must be WordVectors (from load_word_vectors); got "
+            f"{type(word_vectors).__name__}."
+        )
+    if isinstance(vocabulary, str) or not isinstance(vocabulary, Sequence | Mapping):
+        raise TypeError(
+            f"vocabulary must be a sequence of words or a {{word: id}} mapping; got "
+            f"{type(vocabulary).__name__}."
+        )
     if isinstance(vocabulary, Mapping):
         ids = sorted(vocabulary.values())
         if ids != list(range(len(ids))):
-            raise ValueError("vocabulary ids must be 0 .. V-1 without gaps.")
+            raise ValueError(
+                f"vocabulary ids must be 0 .. V-1 without gaps; got {len(ids)} ids from "
+                f"{ids[0] if ids else None} to {ids[-1] if ids else None}."
+            )
         words = [None] * len(ids)
         for word, index in vocabulary.items():
             words[index] = word
@@ -151,14 +262,25 @@ def embedding(
 
     Returns:
       A :class:`rnnjax.Layer` with params :class:`EmbeddingParams`. Given ``lengths``, outputs
-      past each length are zero; ids there are ignored.
+      past each length are zero; ids there are ignored. Ids outside ``[0, V)`` raise
+      ``ValueError`` when concrete; under ``jit`` they read a row of NaN (never a clipped or
+      wrapped-around neighbour), so the loss turns NaN.
 
     Raises:
-      ValueError: ``pretrained`` is not ``[V, E]``.
+      ValueError: a size is not a positive int, ``scale`` is not positive, ``pretrained`` is not
+        ``[V, E]``; at ``apply``, concrete ids out of range or ``lengths`` out of ``[0, T]``.
+      TypeError: at ``apply``, ids that are not integers.
 
     >>> layer = rnnjax.train.embedding(10_000, 100, pretrained=table, trainable=False)
     >>> model = rnnjax.serial(layer, rnnjax.rnn(rnnjax.lstm(100)), rnnjax.dense(1))
     """
+    for name, value in (("vocab_size", vocab_size), ("features", features)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}.")
+    if not scale > 0:
+        raise ValueError(
+            f"scale must be positive (random tables are uniform in +-scale); got {scale!r}."
+        )
     if pretrained is not None and tuple(np.shape(pretrained)) != (vocab_size, features):
         raise ValueError(
             f"pretrained must have shape (vocab_size, features) = {(vocab_size, features)}; "
@@ -176,12 +298,29 @@ def embedding(
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise TypeError(f"ids must be integer token ids; got dtype {ids.dtype}.")
         table = params.table if trainable else jax.lax.stop_gradient(params.table)
-        # Out-of-range ids read NaN rows (loud), never a silently clipped neighbour.
-        vectors = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+        vocab = table.shape[0]
+        valid = None
         if lengths is not None:
             if ids.ndim != 2:
                 raise ValueError(f"with lengths, ids must be [batch, T]; got shape {ids.shape}.")
-            valid = jnp.arange(ids.shape[1])[None, :] < jnp.asarray(lengths)[:, None]
+            lengths = _checks.lengths(lengths, (ids.shape[0],), ids.shape[1])
+            valid = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
+        inside = (ids >= 0) & (ids < vocab)
+        if valid is not None:
+            inside = inside | ~valid  # ids past each length are ignored
+        if _checks.is_concrete(ids) and (valid is None or _checks.is_concrete(valid)):
+            bad = np.argwhere(~np.asarray(inside))
+            if bad.size:
+                index = tuple(int(i) for i in bad[0])
+                raise ValueError(
+                    f"ids must lie in [0, {vocab}) (the table's rows); got ids{list(index)} = "
+                    f"{np.asarray(ids)[index]} ({len(bad)} id(s) out of range)."
+                )
+        # Traced out-of-range ids read NaN rows (loud), never a clipped or wrapped-around one.
+        vectors = jnp.take(table, jnp.clip(ids, 0, vocab - 1), axis=0)
+        nan = jnp.full_like(vectors, jnp.nan)
+        vectors = jnp.where(((ids >= 0) & (ids < vocab))[..., None], vectors, nan)
+        if valid is not None:
             vectors = jnp.where(valid[..., None], vectors, jnp.zeros_like(vectors))
         return vectors
 

@@ -208,3 +208,60 @@ def run_tbptt(
         for name, value in metrics.items():
             history.setdefault(name, []).append(value)
     return train_state, state, {name: np.asarray(values) for name, values in history.items()}
+
+
+def tbptt_train_step(
+    chunk_step: Callable[..., tuple[TrainState, Any, dict]],
+    initial_state: Any,
+    chunk_length: int,
+    *,
+    axis: int = 1,
+) -> Callable[[TrainState, Any, Any], tuple[TrainState, dict]]:
+    """A whole-sequence step ``step(train_state, batch, key) -> (train_state, metrics)`` made of
+    truncated-BPTT chunk updates, for :func:`fit`'s ``step=``.
+
+    Each batch ``[B, T, ...]`` is cut into ``T // chunk_length`` chunks (:func:`time_chunks`),
+    and ``chunk_step`` (:func:`make_tbptt_step`) updates the params once per chunk, the
+    recurrent state carried from ``initial_state`` across the batch's chunks. The metrics are
+    the means over chunks. ``train_state.step`` counts chunk updates.
+
+    Args:
+      chunk_step: ``step(train_state, state, chunk, key, reset) -> (train_state, state,
+        metrics)``.
+      initial_state: the recurrent state before each batch, leaves ``[B, ...]``.
+      chunk_length: ``k``; must divide ``T``.
+      axis: the time axis of the batch's arrays.
+
+    Returns:
+      ``step``.
+
+    Raises:
+      ValueError: ``chunk_length`` is not a positive int (at call time, if it does not divide
+        ``T``).
+
+    >>> import jax, jax.numpy as jnp, optax, rnnjax
+    >>> layer = rnnjax.rnn(rnnjax.gru(4), return_sequences=True, return_state=True)
+    >>> def loss_fn(params, state, chunk, key):
+    ...     ys, state = layer.apply(params, chunk[0], initial_state=state)
+    ...     return jnp.mean((ys[..., 0] - chunk[1]) ** 2), state
+    >>> params = layer.init(jax.random.key(0), (None, 2))
+    >>> state0 = rnnjax.gru(4).initial_state(batch_shape=(3,))
+    >>> chunk_step = rnnjax.train.make_tbptt_step(loss_fn, optax.adam(1e-2), state0)
+    >>> step = rnnjax.train.tbptt_train_step(chunk_step, state0, chunk_length=5)
+    >>> batch = (jnp.ones((3, 20, 2)), jnp.zeros((3, 20)))
+    >>> state, metrics = step(rnnjax.train.TrainState.create(params, optax.adam(1e-2)), batch,
+    ...                       jax.random.key(1))
+    >>> int(state.step)
+    4
+    """
+    if isinstance(chunk_length, bool) or not isinstance(chunk_length, int) or chunk_length < 1:
+        raise ValueError(f"chunk_length must be a positive int; got {chunk_length!r}.")
+    if not callable(chunk_step):
+        raise TypeError(f"chunk_step must be callable; got {type(chunk_step).__name__}.")
+
+    def step(train_state: TrainState, batch, key):
+        chunks = time_chunks(batch, chunk_length, axis=axis)
+        train_state, _, metrics = run_tbptt(chunk_step, train_state, initial_state, chunks, key=key)
+        return train_state, {name: values.mean() for name, values in metrics.items()}
+
+    return step

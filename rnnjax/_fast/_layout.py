@@ -1,21 +1,25 @@
-"""Feature-major recurrent matmuls for small batches on XLA:CPU.
+"""Stored layouts of the fast path's loop weights (feature-major for small batches on XLA:CPU).
 
 Each step of a recurrence multiplies a thin ``[B, H]`` state by the same ``[H, G*H]`` weight.
-For ``B`` up to about 32 and ``H >= 256``, XLA:CPU's GEMM is 1.3-4x faster computing the product
-transposed, ``[G*H, H] x [H, B]`` (the weight as the left operand, stored transposed once per
-sequence), than as ``[B, H] x [H, G*H]`` (measured on the project's 2-core AMD EPYC, one core:
-LSTM step loop at ``B=16``: ``H=512`` 82 -> 52 ms, ``H=1024`` 578 -> 184 ms for ``T=100``); from
-``B = 64`` on, the row-major form is as fast or faster. :class:`LoopWeight` stands in for a
-weight inside the fused loops: ``rnnjax._cells._dot`` sees it and computes ``(W^T a^T)^T``, with
+For small batches and large ``H`` (the ``feature_major_*`` rows of ``rnnjax._fast._plan``),
+XLA:CPU's GEMM is faster computing the product transposed, ``[G*H, H] x [H, B]`` (the weight as
+the left operand, stored transposed once per sequence), than as ``[B, H] x [H, G*H]``.
+:class:`LoopWeight` stands in for a
+weight inside the fused loops: :class:`LoopMatmul` (the matmul the gate math of ``rnnjax._gates``
+is given) sees it and computes ``(W^T a^T)^T``, with
 optimisation barriers so that XLA cannot fold the transposes back into the slow form. It also
 lays out the tangent loop's weight so that the backward loop's ``ct W^T`` is a plain GEMM on a
 stored ``W^T`` (row-major) or ``W`` (feature-major) rather than a transposed-operand one. Only
 the layout changes; the values are the same products.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from rnnjax import _gates
 
 
 class LoopWeight:
@@ -67,7 +71,7 @@ class LoopWeight:
         return LoopWeight(stored, self.transposed, self.feature_major)
 
     def matmul(self, a: jax.Array, dtype=None) -> jax.Array:
-        """``a @ w`` for ``a [..., K]``; ``dtype`` as ``rnnjax._cells._dot``."""
+        """``a @ w`` for ``a [..., K]``; ``dtype`` as ``rnnjax._gates.dot``."""
         leading, inputs = a.shape[:-1], a.shape[-1]
         w = self.stored
         accumulate = jnp.promote_types(a.dtype, w.dtype)
@@ -86,20 +90,23 @@ class LoopWeight:
         return lax.optimization_barrier(product).T.reshape(*leading, product.shape[0])
 
 
-def use_feature_major(batch: int, hidden: int) -> bool:
-    """Whether the loops of a ``batch`` x ``hidden`` recurrence should run feature-major.
+class LoopMatmul(NamedTuple):
+    """The ``matmul(a, w)`` the fast path gives the gate math: :class:`LoopWeight` operands in
+    their stored layout, plain arrays as ``rnnjax._gates.dot``."""
 
-    The thresholds come from the step-loop sweep in this module's docstring (XLA:CPU only; other
-    backends keep the row-major form).
-    """
-    if jax.default_backend() != "cpu":
-        return False
-    return hidden >= 256 and batch <= 32 and batch * hidden >= 512
+    dtype: object
+
+    def __call__(self, a: jax.Array, w) -> jax.Array:
+        if isinstance(w, LoopWeight):
+            return w.matmul(a, self.dtype)
+        return _gates.dot(a, w, self.dtype)
 
 
-def params_for_loop(params, feature_major: bool, *, tangent: bool = False):
+def params_for_loop(params, layout: str, *, tangent: bool = False):
     """``params`` with the weights as :class:`LoopWeight` for the forward or the tangent loop
-    (the row-major forward loop keeps them as they are; the tangent loop reads only ``w_h``)."""
+    (the row-major forward loop keeps them as they are; the tangent loop reads only ``w_h``).
+    ``layout`` is a :class:`rnnjax._fast.Plan`'s."""
+    feature_major = layout == "feature_major"
     if tangent:
         return params._replace(w_h=LoopWeight.tangent(params.w_h, feature_major))
     if not feature_major:
