@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rnnjax
+from rnnjax import jacobians as J
 
 KEY = jax.random.key(0)
 LSTM = rnnjax.lstm(4)
@@ -213,6 +214,107 @@ CASES = [
         id="scan-bare-array-state",
     ),
     pytest.param(lambda: _scan(reverse="yes"), TypeError, "reverse", id="scan-reverse-str"),
+    # rnnjax.jacobians (analysis of a cell over one sequence)
+    pytest.param(
+        lambda: J.state_jacobians(LSTM, LSTM_PARAMS, XS, part="c"),
+        ValueError,
+        "part",
+        id="jacobians-part",
+    ),
+    pytest.param(
+        lambda: J.state_jacobians(LSTM, LSTM_PARAMS, jnp.ones(3)),
+        ValueError,
+        "xs",
+        id="jacobians-xs-rank-1",
+    ),
+    pytest.param(
+        lambda: J.step_jacobians("lstm", LSTM_PARAMS, XS),
+        TypeError,
+        "cell",
+        id="jacobians-cell-str",
+    ),
+    pytest.param(
+        lambda: J.states(LSTM, LSTM_PARAMS, jnp.ones((5, 3), int)),
+        TypeError,
+        "xs",
+        id="jacobians-int-xs",
+    ),
+    pytest.param(
+        lambda: J.rnn_step_jacobians(LSTM_PARAMS, XS),
+        TypeError,
+        "params",
+        id="jacobians-rnn-given-lstm",
+    ),
+    pytest.param(
+        lambda: J.bptt_terms(LSTM, LSTM_PARAMS, XS, jnp.ones(5)),
+        ValueError,
+        "final_cotangent",
+        id="jacobians-cotangent-shape",
+    ),
+    pytest.param(
+        lambda: J.chain_products(jnp.ones((4, 4))), ValueError, "step_jacobians", id="chain-rank-2"
+    ),
+    pytest.param(
+        lambda: J.chain_products(jnp.ones((3, 4, 5))),
+        ValueError,
+        "step_jacobians",
+        id="chain-not-square",
+    ),
+    pytest.param(
+        lambda: J.pairwise_jacobians(jnp.ones((4, 4))),
+        ValueError,
+        "step_jacobians",
+        id="pairwise-rank-2",
+    ),
+    pytest.param(
+        lambda: J.pairwise_jacobian_norms(jnp.ones((3, 4, 4), int)),
+        TypeError,
+        "step_jacobians",
+        id="pairwise-norms-int",
+    ),
+    pytest.param(
+        lambda: J.spectral_norm(jnp.ones(4)), ValueError, "matrices", id="spectral-norm-rank-1"
+    ),
+    pytest.param(
+        lambda: J.decay_rate(jnp.ones(2)), ValueError, "norms_by_lag", id="decay-two-lags"
+    ),
+    pytest.param(
+        lambda: J.decay_rate(jnp.ones(5), floor=-1.0),
+        ValueError,
+        "floor",
+        id="decay-floor-negative",
+    ),
+    pytest.param(
+        lambda: J.pascanu_bound(jnp.ones((3, 4)), jnp.arange(3)),
+        ValueError,
+        "w_h",
+        id="pascanu-not-square",
+    ),
+    pytest.param(
+        lambda: J.pascanu_bound(jnp.eye(4), jnp.arange(3), gamma=0.0),
+        ValueError,
+        "gamma",
+        id="pascanu-gamma-0",
+    ),
+    pytest.param(
+        lambda: J.with_spectral_radius(RNN_PARAMS, -1.0),
+        ValueError,
+        "rho",
+        id="spectral-radius-negative",
+    ),
+    pytest.param(
+        lambda: J.with_spectral_radius(LSTM_PARAMS, 1.0),
+        ValueError,
+        "w_h",
+        id="spectral-radius-gated",
+    ),
+    pytest.param(
+        lambda: J.with_spectral_radius({"w_h": jnp.eye(2)}, 1.0),
+        TypeError,
+        "params",
+        id="spectral-radius-dict",
+    ),
+    pytest.param(lambda: J.flatten_state("h"), TypeError, "state", id="flatten-state-str"),
 ]
 
 
