@@ -1,9 +1,12 @@
 """Runnable experiments on rnnjax: ``python -m experiments.<name> [--quick | --full] [--out DIR]``.
 
-Each experiment writes ``results.json`` (numbers, configuration and a machine/version stamp),
-PNG figures and ``summary.md`` under ``experiments/results/<name>/`` (or ``--out``). The default
-size finishes in about a minute on 2 CPU cores; ``--quick`` is a smoke-test size and ``--full``
-the paper-scale version. Shared command-line and output helpers live in ``experiments._common``.
+Run from a checkout (this package is not installed with rnnjax). Each experiment writes
+``results.json`` (numbers, configuration, a machine/version stamp and hashes of its source),
+PNG figures and ``summary.md`` under ``experiments/results/<name>/`` of the checkout (or
+``--out``), and prints where. The default size finishes in about a minute on 2 CPU cores;
+``--quick`` is a smoke-test size that writes to ``results/<name>/quick/`` and ``--full`` the
+paper-scale version. Shared command-line and output helpers live in ``experiments._common``;
+``python -m experiments.regenerate`` reruns every committed result and re-executes the notebooks.
 
 Experiments on vanishing and exploding gradients:
 

@@ -55,7 +55,7 @@ SIZES = {
         "lengths": (100, 1000),
         "hidden_size": 16,
         "num_seeds": 2,
-        "train_steps": 300,
+        "train_steps": 500,
         "batch_size": 16,
         "learning_rate": 1e-2,
     },

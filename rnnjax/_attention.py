@@ -109,7 +109,11 @@ def masked_softmax(scores: jax.Array, valid: jax.Array | None = None) -> jax.Arr
       TypeError: ``scores`` not floating, or ``valid`` not bool.
       ValueError: ``valid`` does not broadcast to ``scores`` from the right.
 
-    >>> rnnjax.masked_softmax(jnp.array([1.0, 2.0, 3.0]), jnp.array([True, True, False]))
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> weights = rnnjax.masked_softmax(jnp.array([1.0, 2.0, 3.0]), jnp.array([True, True, False]))
+    >>> [round(float(w), 3) for w in weights]
+    [0.269, 0.731, 0.0]
     """
     scores = _checks.floating_array(scores, "scores")
     if scores.ndim < 1:

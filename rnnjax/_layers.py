@@ -6,6 +6,7 @@ errors), so all sequence semantics (masking, reverse on the valid prefix, remat)
 place. ``init(key, input_shape)`` takes the per-example shape, without the batch axis.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +20,30 @@ from rnnjax._cells import Cell
 from rnnjax._scan import _check_cell, scan_batch
 
 MERGE_MODES = ("concat", "sum", "mean", "mul", None)
+
+
+def _freeze(value):
+    """Lists as tuples, recursively (``stack``'s layers), so equal arguments hash alike."""
+    plain = isinstance(value, list) or type(value) is tuple  # not a NamedTuple such as a Cell
+    return tuple(_freeze(v) for v in value) if plain else value
+
+
+def _cached(builder):
+    """Equal (hashable) arguments give the very same :class:`Layer`: layers built from equal
+    configurations are equal and hash alike, so one can be a static argument of ``jax.jit`` and
+    re-creating it does not retrace. Unhashable arguments build a fresh layer."""
+    cache = functools.lru_cache(maxsize=256)(builder)
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        args = tuple(_freeze(a) if isinstance(a, list) else a for a in args)
+        try:
+            hash((args, tuple(sorted(kwargs.items()))))
+        except TypeError:
+            return builder(*args, **kwargs)
+        return cache(*args, **kwargs)
+
+    return build
 
 
 class Layer(NamedTuple):
@@ -119,7 +144,7 @@ def _check_batch(x, lengths):
 
 def _run_cell(
     cell: Cell, params, x, lengths, initial_state, name, *, reverse, unroll, remat,
-    remat_chunk=None,
+    remat_chunk=None, resets=None,
 ):  # fmt: skip
     """``scan`` over the batch (``scan_batch``): ``(final_state [B, ..], ys [B, T, H])``.
 
@@ -132,7 +157,7 @@ def _run_cell(
         _check_batched_state(cell, initial_state, x.shape[0], dtype, name)
     return scan_batch(
         cell, params, x, initial_state, lengths,
-        reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+        reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk, resets=resets,
     )  # fmt: skip
 
 
@@ -156,9 +181,10 @@ def _check_merge(merge):
 def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
     """Shared body of ``rnn``, ``bidirectional`` and ``stack``.
 
-    Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse, name) ->
-    (ys, last, final_state)``; ``last`` merges the final hidden state of every direction, ``name``
-    spells ``state`` in messages. ``width`` is the output's last dim, a pair with ``merge=None``.
+    Returns ``(init, run, width)`` with ``run(params, x, lengths, state, reverse, name,
+    resets) -> (ys, last, final_state)``; ``last`` merges the final hidden state of every
+    direction, ``name`` spells ``state`` in messages. ``width`` is the output's last dim, a pair
+    with ``merge=None``.
     """
     cells = tuple(_check_cell(cell) for cell in cells)
     _checks.unroll(unroll)  # a bad value fails when the layer is built; None is decided per trace
@@ -173,11 +199,12 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
             cells[0].init(key_f, input_size), cells[1].init(key_b, input_size)
         )
 
-    def run(params, x, lengths, initial_state, reverse, name="initial_state"):
+    def run(params, x, lengths, initial_state, reverse, name="initial_state", resets=None):
         if not bidirectional_:
             state, ys = _run_cell(
                 cells[0], params, x, lengths, initial_state, name,
                 reverse=reverse, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+                resets=resets,
             )  # fmt: skip
             return ys, state.h, state
         if not isinstance(params, BidirectionalParams):
@@ -199,7 +226,7 @@ def _directions(cells: Sequence[Cell], merge, unroll, remat, remat_chunk=None):
         ):
             state, ys = _run_cell(
                 cell, p, x, lengths, s, f"{name}[{index}]",
-                reverse=rev, unroll=unroll, remat=remat, remat_chunk=remat_chunk,
+                reverse=rev, unroll=unroll, remat=remat, remat_chunk=remat_chunk, resets=resets,
             )  # fmt: skip
             states.append(state)
             outputs.append(ys)
@@ -220,9 +247,9 @@ def _recurrent_layer(
 ):
     init, run, width = _directions(cells, merge, unroll, remat, remat_chunk)
 
-    def apply(params, x, lengths=None, *, initial_state=None):
+    def apply(params, x, lengths=None, *, initial_state=None, resets=None):
         x, lengths = _check_batch(x, lengths)
-        ys, last, state = run(params, x, lengths, initial_state, reverse)
+        ys, last, state = run(params, x, lengths, initial_state, reverse, resets=resets)
         output = ys if return_sequences else last
         return (output, state) if return_state else output
 
@@ -235,6 +262,7 @@ def _recurrent_layer(
     return Layer(init, apply, output_shape)
 
 
+@_cached
 def rnn(
     cell: Cell,
     *,
@@ -250,7 +278,8 @@ def rnn(
     ``apply(params, x, lengths=None, *, initial_state=None)`` returns the last valid hidden state
     ``[B, H]`` (or all outputs ``[B, T, H]`` with ``return_sequences``, zero past each length),
     and with ``return_state`` also the final state (leaves ``[B, H]``). ``reverse``, ``unroll``,
-    ``remat`` and ``remat_chunk`` are ``rnnjax.scan``'s.
+    ``remat`` and ``remat_chunk`` are ``rnnjax.scan``'s, and so is ``apply``'s ``resets=[B, T]``
+    (bool: a new segment starts at ``t``, its state the initial one).
 
     >>> import jax
     >>> import jax.numpy as jnp
@@ -264,6 +293,7 @@ def rnn(
     )
 
 
+@_cached
 def bidirectional(
     forward: Cell,
     backward: Cell | None = None,
@@ -284,10 +314,19 @@ def bidirectional(
     ``return_state`` the state is ``(forward_state, backward_state)``, and ``initial_state`` must be
     such a pair (leaves ``[B, H]``; either may be ``None`` for zeros). ``backward`` defaults to a
     cell like ``forward``. Padding never reaches the backward direction: on padded input it gives
-    what it gives on the unpadded sequence.
+    what it gives on the unpadded sequence. ``apply``'s ``resets=[B, T]`` (``rnnjax.scan``'s)
+    split both directions into the same segments. ``merge`` ``"sum"``, ``"mean"`` and ``"mul"``
+    need both cells' ``hidden_size`` equal (a ``ValueError`` otherwise, when built).
     """
     _check_merge(merge)
     backward = forward if backward is None else backward
+    sizes = tuple(getattr(cell, "hidden_size", None) for cell in (forward, backward))
+    if merge in ("sum", "mean", "mul") and sizes[0] != sizes[1]:
+        raise ValueError(
+            f"merge={merge!r} adds or multiplies the two directions elementwise, so both cells "
+            f"need the same hidden_size; got forward {sizes[0]} and backward {sizes[1]}. Use "
+            f"merge='concat' (width {sizes[0]} + {sizes[1]}) or merge=None for a pair."
+        )
     return _recurrent_layer(
         (forward, backward), merge, return_sequences, return_state, False, unroll, remat
     )
@@ -309,6 +348,7 @@ def _inverted_dropout(key, index: int, x: jax.Array, rate: float) -> jax.Array:
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
 
 
+@_cached
 def stack(
     layers: Sequence[Cell | tuple[Cell, Cell]],
     *,
@@ -323,7 +363,8 @@ def stack(
 
     Layer ``k + 1`` reads layer ``k``'s output sequence, masked by the same ``lengths``. Params are
     a tuple with one entry per layer; with ``return_state`` the state is a tuple of each layer's
-    final state. ``initial_state`` (optional) is such a tuple.
+    final state. ``initial_state`` (optional) is such a tuple; ``resets=[B, T]``
+    (``rnnjax.scan``'s) reach every layer.
 
     ``dropout`` is ``torch.nn.LSTM(dropout=)``: inverted dropout of rate ``dropout`` on every
     layer's output sequence but the last's (each entry of ``[B, T, H]`` kept with probability
@@ -358,7 +399,7 @@ def stack(
             shape = (*shape[:-1], width)
         return tuple(params)
 
-    def apply(params, x, lengths=None, *, initial_state=None, key=None):
+    def apply(params, x, lengths=None, *, initial_state=None, key=None, resets=None):
         x, lengths = _check_batch(x, lengths)
         if len(params) != len(runs):
             raise ValueError(
@@ -376,7 +417,7 @@ def stack(
         for index, ((_, run, _), p, s) in enumerate(zip(runs, params, initial, strict=True)):
             if index and key is not None and dropout:
                 x = _inverted_dropout(key, index, x, dropout)
-            x, last, state = run(p, x, lengths, s, False, f"initial_state[{index}]")
+            x, last, state = run(p, x, lengths, s, False, f"initial_state[{index}]", resets)
             states.append(state)
         output = x if return_sequences else last
         return (output, tuple(states)) if return_state else output
@@ -388,6 +429,7 @@ def stack(
     return Layer(init, apply, output_shape)
 
 
+@_cached
 def dense(
     features: int,
     activation: Callable[[jax.Array], jax.Array] | None = None,
@@ -433,6 +475,7 @@ def dense(
     return Layer(init, apply, output_shape)
 
 
+@_cached
 def serial(*layers: Layer) -> Layer:
     """Compose layers left to right; params are a tuple, ``lengths`` reaches every layer.
 

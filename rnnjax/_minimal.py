@@ -180,6 +180,9 @@ def min_lstm(
     Returns:
       A :class:`Cell` with params :class:`MinLSTMParams` and state ``RNNState(h)``.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.min_lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> state, y = cell.step(params, cell.initial_state(), jnp.ones(3))
@@ -237,6 +240,9 @@ def parallel_minimal_scan(
       ValueError: ``cell`` is not a minimal cell; ``xs`` or ``initial_state`` has the wrong shape;
         ``length`` is not a scalar in ``[0, T]``.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
     >>> cell = rnnjax.min_lstm(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> final_state, ys = rnnjax.parallel_minimal_scan(cell, params, jnp.ones((100, 3)))

@@ -90,6 +90,13 @@ def _merit(states: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(merit), merit, jnp.inf)
 
 
+def _prefix(states: jax.Array, images: jax.Array, tol: float) -> jax.Array:
+    """How many leading steps are within ``tol`` (the residual of :func:`_residual`, per step)."""
+    error = jnp.abs(states - images) / (1 + jnp.abs(images))
+    bad = ~jnp.all(error <= tol, axis=-1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), bad.shape[0])
+
+
 def _at(inputs, t):
     """Step ``t`` of a pytree of per-step inputs (leaves ``[T, ...]``)."""
     return jax.tree_util.tree_map(lambda leaf: leaf[t], inputs)
@@ -157,7 +164,10 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
             candidate = damped_solve(jac, offset, states, damping)
             candidate_image = images(params, candidate, inputs, s0)
             candidate_merit = _merit(candidate, candidate_image)
-            accept = candidate_merit < merit
+            # Accept a lower merit that keeps the exact prefix (the leading steps within tol): the
+            # prefix then never shrinks, and the Picard step below extends it.
+            keeps_prefix = _prefix(candidate, candidate_image, tol) >= _prefix(states, image, tol)
+            accept = (candidate_merit < merit) & keeps_prefix
             # A rejected step takes the Picard step f(s_{t-1}) instead (its image is one more
             # evaluation): it extends the exact prefix by a step, so progress never stops.
             picard = image

@@ -44,6 +44,10 @@ class LinenLayer(linen.Module):
     Attributes:
       layer: an rnnjax :class:`~rnnjax.Layer`.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.flax import LinenLayer
     >>> model = LinenLayer(rnnjax.rnn(rnnjax.lstm(16)))
     >>> variables = model.init(jax.random.key(0), jnp.ones((4, 10, 3)))
     >>> y = model.apply(variables, jnp.ones((4, 10, 3)))              # (4, 16)
@@ -70,6 +74,10 @@ class NnxLayer(nnx.Module):
       input_shape: one example's input shape, without the batch axis, e.g. ``(T, D)``.
       rngs: ``nnx.Rngs``; the ``params`` stream initialises the layer.
 
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from flax import nnx
+    >>> from rnnjax.flax import NnxLayer
     >>> module = NnxLayer(rnnjax.rnn(rnnjax.gru(16)), (10, 3), rngs=nnx.Rngs(0))
     >>> y = module(jnp.ones((4, 10, 3)))                              # (4, 16)
     """

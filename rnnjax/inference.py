@@ -145,6 +145,10 @@ class InferenceEngine:
         compiled batch size instead of compiling for 1, 2, 4, ... rows.
       devices: devices to split each batch over; default all local devices.
 
+    >>> import jax
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> from rnnjax.inference import InferenceEngine
     >>> cell = rnnjax.lstm(64)
     >>> engine = InferenceEngine(cell, cell.init(jax.random.key(0), input_size=8))
     >>> result = engine.run([np.ones((5, 8)), np.ones((300, 8)), np.ones((0, 8))])

@@ -126,6 +126,10 @@ def state_jacobians(
       TypeError: ``cell`` is not a Cell or ``xs`` is not floating point.
       ValueError: ``xs`` is not ``[T, input_size]`` or ``part`` is unknown.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import state_jacobians
     >>> cell = rnnjax.simple_rnn(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> jacobians = state_jacobians(cell, params, jnp.ones((20, 3)))     # (21, 8, 8)
@@ -312,7 +316,10 @@ def decay_rate(norms_by_lag: jax.Array, *, floor: float | None = None) -> jax.Ar
     Returns:
       ``[...]`` fitted rates (NaN when fewer than two lags are usable).
 
-    >>> decay_rate(0.5 ** jnp.arange(10.0))        # log(0.5) = -0.693...
+    >>> import jax.numpy as jnp
+    >>> from rnnjax.jacobians import decay_rate
+    >>> round(float(decay_rate(0.5 ** jnp.arange(10.0))), 3)   # log(0.5)
+    -0.693
     """
     norms_by_lag = jnp.asarray(norms_by_lag)
     if norms_by_lag.ndim < 1 or norms_by_lag.shape[-1] < 3:
@@ -425,6 +432,10 @@ def bptt_terms(
     Raises:
       ValueError: ``final_cotangent`` is not ``[S]``.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from rnnjax.jacobians import bptt_terms
     >>> cell = rnnjax.simple_rnn(8)
     >>> params = cell.init(jax.random.key(0), input_size=3)
     >>> terms = bptt_terms(cell, params, jnp.ones((20, 3)), jnp.ones(8))   # terms.w_h: (20, 8, 8)

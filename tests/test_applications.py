@@ -8,9 +8,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from experiments.applications import char_lm, dates_seq2seq, digits, ecg, forecasting
+import rnnjax.train as train
+from experiments.applications import _runs, char_lm, dates_seq2seq, digits, ecg, forecasting
 from experiments.applications._seq2seq import seq2seq
 
 os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
@@ -27,6 +29,19 @@ def test_forecasting_windows_and_baselines():
     np.testing.assert_allclose(forecasts["seasonal_naive"], seasonal[origins[:, None] + np.arange(15)],
                                atol=1e-12)  # fmt: skip
     np.testing.assert_allclose(forecasts["persistence"][:, 3], seasonal[origins - 1])
+    raw_inputs, raw_targets, zeros = forecasting.windows(series, np.array([5]), 12, 4, anchor=False)
+    np.testing.assert_array_equal(zeros, 0.0)
+    np.testing.assert_allclose(raw_inputs[0, :, 0], series[5:17])
+    np.testing.assert_allclose(raw_targets[0], series[17:21])
+
+
+def test_forecasting_linear_skip_is_an_autoregressive_path():
+    model = forecasting.forecaster("gru", 4, 3, linear_skip=True)
+    params = model.init(jax.random.key(0), (6, 1))
+    x = jax.random.normal(jax.random.key(1), (5, 6, 1))
+    recurrent = forecasting.forecaster("gru", 4, 3).apply(params[0], x)
+    linear = x.reshape(5, 6) @ params[1].w + params[1].b[None, :]
+    np.testing.assert_allclose(model.apply(params, x), recurrent + linear, rtol=1e-5, atol=1e-6)
 
 
 def test_forecasting_gru_beats_persistence_on_a_noisy_cycle():
@@ -47,12 +62,25 @@ def test_forecasting_gru_beats_persistence_on_a_noisy_cycle():
     )
 
 
+def test_digits_pixels_lstm_learns_64_steps():
+    """An untrained classifier scores about 0.1; a short run of the LSTM over 64 single-pixel
+    steps must pass 0.5 on the test split."""
+    data = digits.load(0)
+    accuracy, history = digits.train_classifier(
+        digits.CELLS["lstm"](32), digits.as_sequence(data["x_train"], "pixels"), data["y_train"],
+        digits.as_sequence(data["x_test"], "pixels"), data["y_test"], epochs=12, seed=0,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    assert accuracy > 0.5
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+
+
 def test_digits_rows_gru_beats_chance():
     data = digits.load(0)
     accuracy, history = digits.train_classifier(
         digits.CELLS["gru"](16), digits.as_sequence(data["x_train"][:512], "rows"),
         data["y_train"][:512], digits.as_sequence(data["x_test"][:256], "rows"),
-        data["y_test"][:256], epochs=4, batch_size=32, seed=0,
+        data["y_test"][:256], epochs=4, batch_size=32, seed=0, learning_rate=1e-2,
     )  # fmt: skip
     assert digits.as_sequence(data["x_test"], "pixels").shape[1:] == (64, 1)
     assert accuracy > 0.5  # chance is 0.1
@@ -77,6 +105,47 @@ def test_char_lm_corpus_baselines_and_sampling():
     assert np.all(np.asarray(cold) == 2)
     share = np.mean(np.asarray(hot) == 2)  # softmax([0, 0, 3, 0, 0])[2] = 0.834
     assert 0.77 < share < 0.9
+
+
+def test_char_lm_short_run_beats_the_unigram_model():
+    """An untrained model scores log2(vocabulary) (~6.5 bits); a short run must pass the add-one
+    unigram model's bits per character on held-out text."""
+    text = char_lm.corpus(60_000)
+    alphabet = sorted(set(text))
+    ids = np.array([alphabet.index(c) for c in text], np.int32)
+    data = {"train": char_lm.windows(ids[:50_000], 50),
+            "validation": char_lm.windows(ids[50_000:55_000], 50)}  # fmt: skip
+    config = {"hidden_size": 64, "window": 50, "epochs": 3, "learning_rate": 1e-2}
+    model, _, params, history = char_lm.train_model(data, len(alphabet), config, seed=0)
+    x_test, y_test = char_lm.windows(ids[55_000:], 50)
+    logits = model.apply(params, x_test)
+    bits = float(train.softmax_cross_entropy(logits, y_test)) / np.log(2)
+    unigram = char_lm.ngram_bits(ids[:50_000], ids[55_000:], len(alphabet))["unigram"]
+    assert bits < unigram < np.log2(len(alphabet))
+
+
+def test_ecg_ectopic_beats_lie_inside_the_recording():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        duration = rng.uniform(3.0, 5.0)
+        times, ectopic = ecg._beat_times(rng, duration, "ectopic")
+        assert 1 <= ectopic.sum() <= 2
+        assert np.all((times[ectopic] > 0.3) & (times[ectopic] < duration - 0.3))
+        rr = np.diff(times)
+        premature = np.flatnonzero(ectopic)
+        assert np.all(rr[premature - 1] < 0.8 * np.median(rr))  # it comes early
+
+
+@pytest.mark.slow
+def test_ecg_short_run_beats_chance():
+    """Chance (and an untrained model) is 0.5 on the balanced classes."""
+    x, lengths, y = ecg.make_dataset(320, 0)
+    x_test, len_test, y_test = ecg.make_dataset(160, 1)
+    data = {"train": (x[:256], lengths[:256], y[:256]),
+            "validation": (x[256:], lengths[256:], y[256:])}  # fmt: skip
+    model, params, _ = ecg.train_classifier(data, {"hidden_size": 16, "epochs": 6}, seed=0)
+    predicted = np.asarray(model.apply(params, x_test, len_test))[:, 0] > 0
+    assert np.mean(predicted == (y_test[:, 0] > 0.5)) > 0.7
 
 
 def test_ecg_generator_and_padding_invariance():
@@ -123,6 +192,26 @@ def test_dates_attention_decoder_learns_and_masks(kind):
     for row in range(4):
         assert np.all(np.asarray(weights[row, :, lengths[row] :]) == 0)
         np.testing.assert_allclose(np.asarray(weights[row]).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_runs_spread_validation_split_and_schedule():
+    stats = _runs.spread([0.97, 0.98, 0.99])
+    assert stats["mean"] == pytest.approx(0.98) and stats["std"] == pytest.approx(0.01)
+    assert (stats["min"], stats["max"]) == (0.97, 0.99)
+    assert _runs.show(stats) == "0.980 ± 0.010 (0.970-0.990)"
+    assert _runs.spread([0.5])["std"] == 0.0
+    kept, held = _runs.split_validation(100, 0.15, seed=3)
+    assert len(held) == 15 and sorted(np.concatenate([kept, held]).tolist()) == list(range(100))
+    # warmup from 0 to the peak, then cosine decay to 2% of it
+    params = {"w": jnp.ones(())}
+    optimizer = _runs.optimizer(1.0, total_steps=100, max_norm=1e9)
+    state = optimizer.init(params)
+    steps = []
+    for _ in range(100):
+        updates, state = optimizer.update({"w": jnp.ones(())}, state, params)
+        steps.append(-float(updates["w"]))  # Adam's first step is the learning rate
+    assert steps[0] < 0.25 and max(steps) > 0.9 and steps[-1] < 0.05
+    assert isinstance(_runs.optimizer(1e-3, 10, weight_decay=0.1), optax.GradientTransformation)
 
 
 def test_seq2seq_rejects_unknown_decoder():

@@ -297,3 +297,12 @@ def test_attention_to_an_empty_sequence_gives_zero_context():
     context, weights = _attend(length=0)
     np.testing.assert_array_equal(np.asarray(weights), np.zeros(6))
     np.testing.assert_array_equal(np.asarray(context), np.zeros(3))
+
+
+def test_traced_lengths_out_of_range_are_clipped():
+    """Under jit lengths cannot be checked: 7 > T reads as T and -1 as 0 (documented choice)."""
+    apply = jax.jit(RNN_LAYER.apply)
+    clipped = apply(RNN_PARAMS, X, jnp.array([7, -1]))
+    expected = apply(RNN_PARAMS, X, jnp.array([5, 0]))
+    np.testing.assert_array_equal(np.asarray(clipped), np.asarray(expected))
+    np.testing.assert_array_equal(np.asarray(clipped[1]), np.zeros(4))

@@ -246,3 +246,25 @@ class TestBadInput:
     def test_bad_input_size(self, bad):
         with pytest.raises(ValueError, match="input_size must be a positive int"):
             self.cell.init(jax.random.key(0), bad)
+
+
+@pytest.mark.parametrize(
+    ("batch_shape", "error", "match"),
+    [
+        (-1, TypeError, r"batch_shape must be a tuple of non-negative ints.*got -1 \(int\)"),
+        (3, TypeError, r"batch_shape must be a tuple.*got 3 \(int\)"),
+        ("ab", TypeError, r"batch_shape must be a tuple.*got 'ab' \(str\)"),
+        ((-1,), ValueError, r"batch_shape must hold non-negative ints; got \(-1,\)"),
+        ((2.5,), ValueError, r"batch_shape must hold non-negative ints; got \(2.5,\)"),
+        ((True,), ValueError, r"batch_shape must hold non-negative ints"),
+    ],
+)
+def test_initial_state_rejects_bad_batch_shape(batch_shape, error, match):
+    for cell in (rnnjax.lstm(3), rnnjax.gru(3), rnnjax.simple_rnn(3)):
+        with pytest.raises(error, match=match):
+            cell.initial_state(batch_shape)
+
+
+def test_initial_state_accepts_lists_and_numpy_ints():
+    state = rnnjax.lstm(3).initial_state([np.int64(2), 4])
+    assert state.h.shape == (2, 4, 3) and state.c.shape == (2, 4, 3)

@@ -28,40 +28,12 @@ RESULTS = ROOT / "experiments" / "results"
 # Examples not yet self-contained (they use names they do not define, or need several
 # devices). Remove a name once its example runs alone: the test is strict and says so.
 INCOMPLETE = {
-    "rnnjax._attention.masked_softmax",
-    "rnnjax._minimal.min_lstm",
-    "rnnjax._minimal.parallel_minimal_scan",
     "rnnjax._parallel_scan.parallel_scan",
     "rnnjax.distributed",
     "rnnjax.distributed.data_parallel",
     "rnnjax.distributed.make_mesh",
     "rnnjax.distributed.param_shardings",
-    "rnnjax.flax.LinenLayer",
-    "rnnjax.flax.NnxLayer",
-    "rnnjax.inference.InferenceEngine",
-    "rnnjax.interop._flax.from_flax",
-    "rnnjax.interop._keras.from_keras",
-    "rnnjax.interop._seed.from_seed_lstm",
-    "rnnjax.interop._seed.from_seed_rnn",
-    "rnnjax.interop._torch.from_torch",
-    "rnnjax.interop._torch.to_torch",
-    "rnnjax.jacobians.bptt_terms",
-    "rnnjax.jacobians.decay_rate",
-    "rnnjax.jacobians.state_jacobians",
     "rnnjax.train",
-    "rnnjax.train._data.bucket_by_length",
-    "rnnjax.train._data.fit_standardizer",
-    "rnnjax.train._dropout.drop_connect",
-    "rnnjax.train._dropout.dropout",
-    "rnnjax.train._dropout.variational_dropout",
-    "rnnjax.train._dropout.zoneout",
-    "rnnjax.train._embedding.embedding",
-    "rnnjax.train._embedding.load_word_vectors",
-    "rnnjax.train._losses.sequence_mask",
-    "rnnjax.train._step.TrainState.create",
-    "rnnjax.train._tbptt.make_tbptt_step",
-    "rnnjax.train._tbptt.tbptt_loss",
-    "rnnjax.train._tbptt.time_chunks",
 }
 OPTIONAL = {
     "rnnjax.flax": "flax",
@@ -132,9 +104,19 @@ def _code_blocks() -> list[tuple[str, int, str]]:
 
 
 BLOCKS = _code_blocks()
+# Pages whose blocks repeat what their own test modules check live (PyTorch, Keras and Flax
+# imports alone take tens of seconds): run in CI's slow step.
+SLOW_PAGES = {"guide/interop.md"}
 
 
-@pytest.mark.parametrize("page, line, code", BLOCKS, ids=[f"{p}:{n}" for p, n, _ in BLOCKS])
+@pytest.mark.parametrize(
+    "page, line, code",
+    [
+        pytest.param(*block, marks=[pytest.mark.slow] if block[0] in SLOW_PAGES else [])
+        for block in BLOCKS
+    ],
+    ids=[f"{p}:{n}" for p, n, _ in BLOCKS],
+)
 def test_docs_code_block_runs_alone(page, line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_BACKEND", "jax")

@@ -159,19 +159,21 @@ def _tensorboard_scalars(directory):
 
 
 def test_writers_record_every_epoch(tmp_path):
-    writers = [
-        train.CSVWriter(tmp_path / "m.csv"),
-        train.JSONLWriter(tmp_path / "m.jsonl"),
-        train.TensorBoardWriter(tmp_path / "tb"),
-    ]
+    writers = [train.CSVWriter(tmp_path / "m.csv"), train.JSONLWriter(tmp_path / "m.jsonl")]
     history = _run(writers=writers, epochs=2).history
-    writers[2].close()
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [line.pop("step") for line in lines] == [3, 6]
     assert lines == [{k: float(v) for k, v in r.items()} for r in history]
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert [int(row["step"]) for row in rows] == [3, 6]
     assert [float(row["train_loss"]) for row in rows] == [r["train_loss"] for r in history]
+
+
+def test_tensorboard_writer_records_every_epoch(tmp_path):
+    pytest.importorskip("tensorboardX")
+    writer = train.TensorBoardWriter(tmp_path / "tb")
+    history = _run(writers=[writer], epochs=2).history
+    writer.close()
     scalars = _tensorboard_scalars(tmp_path / "tb")
     assert [step for step, _ in scalars["train_loss"]] == [3, 6]
     assert np.allclose([v for _, v in scalars["train_loss"]], [r["train_loss"] for r in history])
@@ -310,6 +312,8 @@ def test_bad_arguments_name_themselves(kwargs, error, match):
         _run(**kwargs)
 
 
-def test_a_missing_loss_fn_without_step():
+def test_a_missing_loss_fn_without_step_and_a_step_without_loss():
     with pytest.raises(TypeError, match=r"loss_fn must be callable; got NoneType"):
         _run(loss_fn=None)
+    with pytest.raises(ValueError, match=r"'loss' among the metrics; got metrics \['error'\]"):
+        _run(loss_fn=None, step=lambda state, batch, key: (state, {"error": 0.0}))

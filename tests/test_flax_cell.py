@@ -129,8 +129,16 @@ NNX_CELLS = {
 }
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", sorted(NNX_CELLS))
+@pytest.mark.parametrize(
+    "name, reverse",
+    [
+        ("lstm", False),
+        ("optimized_lstm", True),
+        ("gru", False),
+        ("gru", True),
+        ("simple_relu", False),
+    ],
+)
 def test_from_flax_nnx_matches_after_training(name, reverse):
     x, y = _task()
     module = nnx.RNN(NNX_CELLS[name](nnx.Rngs(0)), reverse=reverse, keep_order=True)
@@ -158,6 +166,8 @@ def test_from_flax_nnx_errors():
         interop.from_flax(nnx.RNN(cell, time_major=True))
     with pytest.raises(ValueError, match="keep_order=False"):
         interop.from_flax(nnx.RNN(cell, reverse=True))
+    with pytest.raises(TypeError, match="module must be a flax.linen or flax.nnx RNN.*got str"):
+        interop.from_flax("LSTMCell", {"params": {}})
     with pytest.raises(TypeError, match="module must be a flax.nnx RNN or one of .*got Linear"):
         interop.from_flax(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="residual=True"):

@@ -34,15 +34,15 @@ def _plain(cell):
 
 
 def forced(cell, forward: Plan, derivative: Plan, reverse: bool = False):
-    """``apply(params, x, lengths=None, initial_state=None) -> (ys, final)`` over a batch through
-    the fast path with the given plans (tests force a path by passing a Plan)."""
+    """``apply(params, x, lengths=None, initial_state=None, resets=None) -> (ys, final)`` through
+    the fast path over a batch with the given plans (tests force a path by passing a Plan)."""
 
-    def apply(params, x, lengths=None, initial_state=None):
+    def apply(params, x, lengths=None, initial_state=None, resets=None):
         if initial_state is None:
             initial_state = cell.initial_state((x.shape[0],), x.dtype)
         final, ys = _scan.scan_batch(
             cell, params, x, initial_state, lengths, reverse=reverse, unroll=None, remat=False,
-            remat_chunk=None, plans=(forward, derivative),
+            remat_chunk=None, resets=resets, plans=(forward, derivative),
         )  # fmt: skip
         return ys, final
 

@@ -288,3 +288,11 @@ def test_rnn_layer_chunked_remat_equals_default():
         jax.grad(lambda p: loss(chunked, p))(params),
         jax.grad(lambda p: loss(plain, p))(params),
     )
+
+
+@pytest.mark.parametrize("merge", ["sum", "mean", "mul"])
+def test_bidirectional_elementwise_merge_needs_equal_sizes(merge):
+    with pytest.raises(ValueError, match=rf"merge='{merge}'.*forward 4 and backward 5"):
+        rnnjax.bidirectional(rnnjax.lstm(4), rnnjax.lstm(5), merge=merge)
+    layer = rnnjax.bidirectional(rnnjax.lstm(4), rnnjax.lstm(5), merge="concat")
+    assert layer.output_shape((7, 3)) == (9,)

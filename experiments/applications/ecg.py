@@ -26,8 +26,8 @@ The model reads two channels per step: the signal and its first difference (:fun
 The model, ``bidirectional(gru(H))``, mean and max over the valid steps, then ``dense(1)``,
 reads the padded batch with ``lengths`` and is trained with sigmoid cross-entropy and the recipe
 of :mod:`experiments.applications._runs` (Adam on a warmup-cosine schedule, clipping, early
-stopping on a 15% validation split), over several seeds. Test accuracy is compared with the majority class and with a logistic
-regression on the raw samples (no notion of beats or time).
+stopping on a 15% validation split), over several seeds. Test accuracy is compared with the
+majority class and with a logistic regression on the raw samples (no notion of beats or time).
 
     python -m experiments.applications.ecg [--quick | --full] [--out DIR]
 """

@@ -112,10 +112,31 @@ def arima_forecasts(series, split, origins, horizon, orders) -> np.ndarray:
         return np.stack([fitted.apply(series[:o]).forecast(horizon) for o in origins])
 
 
+def forecaster(name: str, hidden_size: int, horizon: int, linear_skip: bool = False):
+    """``rnn(cell) -> dense(horizon)``; with ``linear_skip``, plus a linear map of the flattened
+    window (an autoregressive path beside the recurrent one, as in LSTNet, Lai et al. 2018):
+    ``[B, window, 1] -> [B, horizon]``."""
+    recurrent = rnnjax.serial(rnnjax.rnn(CELLS[name](hidden_size)), rnnjax.dense(horizon))
+    if not linear_skip:
+        return recurrent
+    linear = rnnjax.dense(horizon)
+
+    def init(key, input_shape):
+        key_recurrent, key_linear = jax.random.split(key)
+        size = input_shape[0] * input_shape[1]
+        return (recurrent.init(key_recurrent, input_shape), linear.init(key_linear, (size,)))
+
+    def apply(params, x):
+        flat = x.reshape(x.shape[0], -1)
+        return recurrent.apply(params[0], x) + linear.apply(params[1], flat)
+
+    return rnnjax.Layer(init, apply, lambda input_shape: (horizon,))
+
+
 def train_model(name, x, y, config, seed):
-    """Fit ``rnn(cell) -> dense(horizon)`` with MSE, early stopping on the chronologically last
+    """Fit :func:`forecaster` with MSE, early stopping on the chronologically last
     ``validation_fraction`` of the windows; returns ``(model, params, history)``."""
-    model = rnnjax.serial(rnnjax.rnn(CELLS[name](config["hidden_size"])), rnnjax.dense(y.shape[1]))
+    model = forecaster(name, config["hidden_size"], y.shape[1], config.get("linear_skip", False))
     params = model.init(jax.random.key(seed), x.shape[1:])
     held = max(1, int(round(config.get("validation_fraction", 0.15) * len(x))))
     batch_size = config.get("batch_size", BATCH_SIZE)

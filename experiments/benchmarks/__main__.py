@@ -1,9 +1,12 @@
 """Benchmark rnnjax against PyTorch, Flax and Equinox (and cuDNN on a GPU).
 
-``python -m experiments.benchmarks [--quick | --full] [--device cpu|gpu] [--out DIR]`` writes
-``results.json``, ``comparisons.csv``, ``sweeps.csv``, ``memory.csv``, ``parallel.csv``,
-``sweeps.png`` and ``summary.md`` (the markdown of ``python -m experiments.benchmarks.report``)
-under ``experiments/results/benchmarks/``.
+``python -m experiments.benchmarks [--quick | --full] [--device cpu|gpu] [--precision P]
+[--only compare] [--out DIR]`` writes ``results.json``, ``comparisons.csv``, ``sweeps.csv``,
+``memory.csv``, ``parallel.csv``, ``sweeps.png`` and ``summary.md`` (the markdown of
+``python -m experiments.benchmarks.report``) under ``experiments/results/benchmarks/``.
+``--precision`` sets both frameworks' float32 matmul precision alike (``highest``: full float32,
+``tf32``: TensorFloat-32 on GPUs; ``default``: each framework's own default) and the results
+record what ran; ``--only compare`` runs the framework comparison alone.
 """
 
 import csv
@@ -71,6 +74,34 @@ SIZES = {
         "parallel": {"H": 16, "B": 4, "D": 4, "T": [100, 1000, 10000, 100000], "rounds": 7},
     },
 }  # fmt: skip
+
+
+PRECISIONS = ("default", "highest", "tf32")
+
+
+def set_precision(precision: str) -> dict:
+    """Set JAX's and PyTorch's float32 matmul precision alike and return what is in effect.
+
+    ``highest``: ``jax_default_matmul_precision="highest"`` and PyTorch's TF32 off (cuBLAS and
+    cuDNN); ``tf32``: ``"tensorfloat32"`` and PyTorch's TF32 on; ``default`` changes nothing
+    (XLA uses TF32 on GPUs by default, PyTorch's cuBLAS does not). CPUs compute float32 either
+    way.
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise SystemExit(f"--precision must be one of {PRECISIONS}; got {precision!r}.")
+    if precision != "default":
+        tf32 = precision == "tf32"
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    return {
+        "requested": precision,
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "torch_cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
 
 
 def check_device(device: str) -> None:
@@ -195,18 +226,24 @@ def start(config: dict, device: str) -> dict:
 
 
 def parse_device_args(name: str, description: str, argv=None):
-    """``parse_args`` of ``experiments._common`` plus ``--device cpu|gpu``."""
-    return parse_args(
-        name,
-        description,
-        argv,
-        extra=lambda parser: parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu"),
-    )
+    """``parse_args`` of ``experiments._common`` plus ``--device cpu|gpu``,
+    ``--precision default|highest|tf32`` and ``--only all|compare``."""
+
+    def extra(parser):
+        parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+        parser.add_argument("--precision", choices=PRECISIONS, default="default")
+        parser.add_argument("--only", choices=("all", "compare"), default="all")
+
+    return parse_args(name, description, argv, extra=extra)
 
 
-def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
-    """Run the benchmark of ``config`` on ``device`` and write its files to ``out_dir``."""
+def run(
+    config: dict, out_dir: Path, device: str = "cpu", precision: str = "default", only="all"
+) -> dict:
+    """Run the benchmark of ``config`` on ``device`` at ``precision`` (``set_precision``) and
+    write its files to ``out_dir``; ``only="compare"`` runs the framework comparison alone."""
     results = start(config, device)
+    results["precision"] = set_precision(precision)
     # A GPU needs a far larger product than a CPU to reach its rate.
     gemm_size = config["gemm_size"] if device == "cpu" else max(config["gemm_size"], 8192)
     results["gemm"] = _timing.gemm_rate(gemm_size, config["gemm_rounds"], device)
@@ -214,20 +251,23 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
     # Each section is saved as soon as it is done, so a run cut short keeps what it measured.
     results["comparisons"] = compare(config, device, results["gemm"]["best_gflops"])
     write_json(out_dir, results, PARTIAL)
-    results["sweeps"] = _sweeps.sweep(config, device)
-    write_json(out_dir, results, PARTIAL)
-    results["memory"] = _sweeps.memory(config)
-    write_json(out_dir, results, PARTIAL)
-    results["parallel"] = _parallel.parallel_rows(config)
+    if only == "all":
+        results["sweeps"] = _sweeps.sweep(config, device)
+        write_json(out_dir, results, PARTIAL)
+        results["memory"] = _sweeps.memory(config)
+        write_json(out_dir, results, PARTIAL)
+        results["parallel"] = _parallel.parallel_rows(config)
     path = write_json(out_dir, results)
     (out_dir / PARTIAL).unlink()
     _write_csv(out_dir / "comparisons.csv", results["comparisons"])
-    _write_csv(
-        out_dir / "sweeps.csv", [r for rows in results["sweeps"]["rows"].values() for r in rows]
-    )
-    _write_csv(out_dir / "memory.csv", results["memory"])
-    _write_csv(out_dir / "parallel.csv", results["parallel"])
-    _plot(results["sweeps"], out_dir)
+    if only == "all":
+        _write_csv(
+            out_dir / "sweeps.csv",
+            [r for rows in results["sweeps"]["rows"].values() for r in rows],
+        )
+        _write_csv(out_dir / "memory.csv", results["memory"])
+        _write_csv(out_dir / "parallel.csv", results["parallel"])
+        _plot(results["sweeps"], out_dir)
     write_summary(out_dir, "Benchmarks", report.markdown(results))
     logger.info("wrote %s", path)
     return results
@@ -235,7 +275,7 @@ def run(config: dict, out_dir: Path, device: str = "cpu") -> dict:
 
 def main(argv=None):
     args = parse_device_args("benchmarks", __doc__, argv)
-    run(pick_size(SIZES, args), args.out, args.device)
+    run(pick_size(SIZES, args), args.out, args.device, args.precision, args.only)
 
 
 if __name__ == "__main__":

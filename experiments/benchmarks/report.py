@@ -177,10 +177,19 @@ def markdown(results: dict) -> str:
         f"PyTorch {gemm['torch_gflops']:.0f} GFLOP/s; percentages below are of the larger. "
         "FLOPs counted as 2 B T (D + H) G H forward and 3x that forward+backward.",
     ]
+    precision = results.get("precision")  # absent from results written before it was recorded
+    if precision:
+        lines.append(
+            f"\nPrecision: `{precision['requested']}` (JAX `jax_default_matmul_precision="
+            f"{precision['jax_default_matmul_precision']}`, PyTorch matmul TF32 "
+            f"{precision['torch_matmul_allow_tf32']}, "
+            f"cuDNN TF32 {precision['torch_cudnn_allow_tf32']})."
+        )
     lines += comparison_tables(results["comparisons"])
     lines += spread_table(results["comparisons"])
-    lines += linearity_table(results["sweeps"])
-    lines += memory_table(results["memory"])
+    if "sweeps" in results:  # absent with --only compare
+        lines += linearity_table(results["sweeps"])
+        lines += memory_table(results["memory"])
     if results.get("parallel"):  # results.json files before the parallel row have none
         lines.append(parallel_markdown(results["parallel"]))
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Move weights between rnnjax and PyTorch, Keras 3, Flax and the seed's Java engine.
+"""Move weights between rnnjax and PyTorch, Keras 3, Flax (linen and NNX) and the seed's Java
+engine.
 
 Converters return ``(model, params)`` where ``model`` is an rnnjax :class:`~rnnjax.Layer` (a
 :class:`ConvertedLayer` that remembers the source's options in ``model.spec``) and ``params``

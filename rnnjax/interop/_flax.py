@@ -129,6 +129,11 @@ def from_flax(module, variables=None) -> tuple[ConvertedLayer, Any]:
       ValueError: an unsupported option (activation, ``residual``, ``time_major``,
         ``return_carry``, ``reverse`` without ``keep_order``) or missing parameters.
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> from flax import linen as nn
+    >>> x = jnp.ones((4, 10, 3))
     >>> flax_rnn = nn.RNN(nn.GRUCell(8))
     >>> variables = flax_rnn.init(jax.random.key(0), x)
     >>> model, params = rnnjax.interop.from_flax(flax_rnn, variables)
@@ -144,6 +149,11 @@ def from_flax(module, variables=None) -> tuple[ConvertedLayer, Any]:
             )
         model, params, spec = convert_nnx(module, FlaxSpec)
         return with_spec(model, spec), params
+    if not isinstance(module, linen.Module):
+        raise TypeError(
+            f"module must be a flax.linen or flax.nnx RNN, or one of their cells {list(_CELLS)}; "
+            f"got {type(module).__name__}."
+        )
     params = _variables(variables, type(module).__name__)
     reverse = False
     if isinstance(module, linen.RNN):

@@ -47,6 +47,12 @@ def from_seed_rnn(w_x, w_h, bias) -> RNNParams:
     Raises:
       ValueError: shapes that do not fit together.
 
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> rng = np.random.default_rng(0)
+    >>> wX, wH, bias = rng.normal(size=(16, 3)), rng.normal(size=(16, 16)) / 4, np.zeros(16)
+    >>> x = jnp.ones((2, 5, 3))
     >>> params = rnnjax.interop.from_seed_rnn(wX, wH, bias)
     >>> h_final = rnnjax.rnn(rnnjax.simple_rnn(len(bias))).apply(params, x)
     """
@@ -79,6 +85,12 @@ def from_seed_lstm(w_gate, b_gate) -> LSTMParams:
     Raises:
       ValueError: a first axis other than 4, ``D + H <= H``, or a bias of another shape.
 
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> wGate = np.random.default_rng(0).normal(size=(4, 16, 3 + 16)) / 4
+    >>> bGate = np.zeros((4, 16))
+    >>> x = jnp.ones((2, 5, 3))
     >>> params = rnnjax.interop.from_seed_lstm(wGate, bGate)
     >>> h_final = rnnjax.rnn(rnnjax.lstm(len(bGate[0]))).apply(params, x)
     """

@@ -265,6 +265,9 @@ def from_torch(module) -> tuple[ConvertedLayer, tuple]:
       TypeError: ``module`` is not one of the three recurrent modules.
       ValueError: an LSTM with ``proj_size > 0`` (rnnjax has no projected LSTM).
 
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> import torch
     >>> module = torch.nn.GRU(3, 8, num_layers=2, batch_first=True)
     >>> model, params = rnnjax.interop.from_torch(module)
     >>> output, h_n = model.apply(params, jnp.ones((4, 10, 3)))   # (4, 10, 8), (2, 4, 8)
@@ -412,6 +415,11 @@ def to_torch(
         non-zero biases with ``bias=False``, an unknown ``nonlinearity``, a ``dropout`` outside
         ``[0, 1)``).
 
+    >>> import jax
+    >>> import rnnjax
+    >>> import torch
+    >>> model = rnnjax.stack([rnnjax.lstm(16)], return_sequences=True, return_state=True)
+    >>> params = model.init(jax.random.key(0), (10, 3))
     >>> module = rnnjax.interop.to_torch(model, params)
     >>> output, (h_n, c_n) = module(torch.ones(4, 10, 3))
     """

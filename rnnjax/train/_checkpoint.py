@@ -196,23 +196,20 @@ def save_checkpoint(
 
 def _load_orbax(path: Path, target: Any) -> Any:
     ocp = require("orbax.checkpoint", _PURPOSE)
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    items = ("arrays", "manifest")
-    try:
-        with ocp.CheckpointManager(path.parent, options=options, item_names=items) as manager:
-            manifest = manager.restore(
-                int(path.name), args=ocp.args.Composite(manifest=ocp.args.JsonRestore())
+    try:  # a plain Checkpointer reads one step without a (read-only) manager's warnings
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            manifest = checkpointer.restore(
+                path, args=ocp.args.Composite(manifest=ocp.args.JsonRestore())
             )["manifest"]
             abstract = _manifest.match(target, manifest, str(path))
             arrays = {}
             if abstract:
-                arrays = manager.restore(
-                    int(path.name),
+                restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+                arrays = checkpointer.restore(
+                    path,
                     args=ocp.args.Composite(
                         arrays=ocp.args.PyTreeRestore(
-                            abstract,
-                            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                            partial_restore=True,
+                            abstract, restore_args=restore_args, partial_restore=True
                         )
                     ),
                 )["arrays"]

@@ -97,8 +97,13 @@ def bucket_by_length(
     Yields:
       :class:`Bucket` batches (none for no sequences).
 
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> seqs = [np.ones((n, 3)) for n in (5, 12, 40, 60, 7)]
     >>> for x, lengths, _ in rnnjax.train.bucket_by_length(seqs, 32, boundaries=[16, 64], seed=0):
-    ...     ...
+    ...     print(x.shape, lengths.tolist())
+    (3, 16, 3) [...]
+    (2, 64, 3) [...]
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
@@ -140,6 +145,9 @@ def fit_standardizer(x: np.ndarray, *, axis=0, epsilon: float = 1e-8) -> Standar
     Fit on the training split only, so the test split does not leak into the scaling.
     ``std`` is floored at ``epsilon`` so constant features do not divide by zero.
 
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> train_series, test_series = np.arange(100.0), np.arange(100.0, 120.0)
     >>> scaler = rnnjax.train.fit_standardizer(train_series)
     >>> z = rnnjax.train.standardize(test_series, scaler)
     """

@@ -98,6 +98,10 @@ def dropout(key, x: jax.Array, rate: float, *, broadcast_axes: tuple[int, ...] =
       broadcast_axes: axes along which one mask is shared; ``(1,)`` on ``[B, T, D]`` drops the
         same features at every step of a sequence (variational dropout).
 
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> key, x = jax.random.key(0), jnp.ones((4, 10, 8))   # [B, T, D]
     >>> x = rnnjax.train.dropout(key, x, 0.2, broadcast_axes=(1,))
     """
     signature = " The signature is dropout(key, x, rate)."
@@ -135,6 +139,10 @@ def drop_connect(key, params: Any, rate: float, *, fields: tuple[str, ...] = ("w
     Raises:
       ValueError: ``params`` has no such field.
 
+    >>> import jax
+    >>> import rnnjax
+    >>> key = jax.random.key(0)
+    >>> params = rnnjax.lstm(8).init(jax.random.key(1), input_size=3)
     >>> dropped = rnnjax.train.drop_connect(key, params, 0.5)
     """
     signature = " The signature is drop_connect(key, params, rate)."
@@ -238,6 +246,9 @@ def variational_dropout(cell: Cell, rate: float, *, key=None) -> Cell:
     Returns:
       A :class:`rnnjax.Cell` with the same params and state :class:`VariationalState`.
 
+    >>> import jax
+    >>> import rnnjax
+    >>> key = jax.random.key(0)
     >>> cell = rnnjax.train.variational_dropout(rnnjax.lstm(64), 0.25, key=key)
     """
     cell = _check_cell(cell)
@@ -305,6 +316,9 @@ def zoneout(cell: Cell, rate: float, *, cell_rate: float | None = None, key=None
     Returns:
       A :class:`rnnjax.Cell` with the same params and state :class:`ZoneoutState`.
 
+    >>> import jax
+    >>> import rnnjax
+    >>> key = jax.random.key(0)
     >>> cell = rnnjax.train.zoneout(rnnjax.lstm(64), 0.05, cell_rate=0.5, key=key)
     """
     cell = _check_cell(cell)

@@ -119,7 +119,7 @@ def _binary_records(stream, path, count: int, dims: int):
 def load_word_vectors(
     path: str | os.PathLike, *, vocabulary=None, dtype=np.float32, binary: bool | None = None
 ) -> WordVectors:
-    """Read word2vec (text or binary, with a ``"V E"`` header) or GloVe (text, no header) vectors.
+    r"""Read word2vec (text or binary, with a ``"V E"`` header) or GloVe (text, no header) vectors.
 
     Gzipped files (``.gz``, detected by their magic bytes) are read as they stream.
 
@@ -271,6 +271,9 @@ def embedding(
         ``[V, E]``; at ``apply``, concrete ids out of range or ``lengths`` out of ``[0, T]``.
       TypeError: at ``apply``, ids that are not integers.
 
+    >>> import numpy as np
+    >>> import rnnjax
+    >>> table = np.random.default_rng(0).normal(size=(10_000, 100)).astype(np.float32)
     >>> layer = rnnjax.train.embedding(10_000, 100, pretrained=table, trainable=False)
     >>> model = rnnjax.serial(layer, rnnjax.rnn(rnnjax.lstm(100)), rnnjax.dense(1))
     """

@@ -324,6 +324,11 @@ def _train(
             step_start = time.perf_counter()
             key = jax.random.fold_in(root_key, global_step)
             new_state, metrics = train_step(state, batch, key)
+            if not isinstance(metrics, dict) or "loss" not in metrics:
+                raise ValueError(
+                    "the step must return (state, metrics) with a 'loss' among the metrics; got "
+                    f"metrics {sorted(metrics) if isinstance(metrics, dict) else metrics!r}."
+                )
             loss = np.asarray(jax.device_get(metrics["loss"]))  # waits for the step
             size = batch_size_of(batch)
             examples += size

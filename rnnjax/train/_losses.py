@@ -28,7 +28,10 @@ REDUCTIONS = ("mean", "sum", "none")
 def sequence_mask(lengths: jax.Array, max_length: int) -> jax.Array:
     """``mask [B, T]``, true at ``t < lengths[b]``.
 
-    >>> rnnjax.train.sequence_mask(jnp.array([2, 0]), 3)   # [[T, T, F], [F, F, F]]
+    >>> import jax.numpy as jnp
+    >>> import rnnjax
+    >>> rnnjax.train.sequence_mask(jnp.array([2, 0]), 3).tolist()
+    [[True, True, False], [False, False, False]]
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0:
         raise ValueError(f"max_length must be a non-negative int; got {max_length!r}.")

@@ -27,7 +27,10 @@ class TrainState(NamedTuple):
     def create(cls, params: Any, optimizer: optax.GradientTransformation) -> "TrainState":
         """A state at step 0 with ``optimizer.init(params)``.
 
-        >>> state = rnnjax.train.TrainState.create(params, optax.adam(1e-3))
+        >>> import jax.numpy as jnp, optax, rnnjax
+        >>> state = rnnjax.train.TrainState.create({"w": jnp.zeros(3)}, optax.adam(1e-3))
+        >>> int(state.step)
+        0
         """
         return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 

@@ -43,7 +43,11 @@ def time_chunks(tree: Any, chunk_length: int, *, axis: int = 1) -> Any:
     Raises:
       ValueError: ``k`` is not positive or does not divide ``T``, or an array has no ``axis``.
 
-    >>> chunks = rnnjax.train.time_chunks((x, y), 50)   # x [B, 1000, D] -> [20, B, 50, D]
+    >>> import jax.numpy as jnp, rnnjax
+    >>> x, y = jnp.zeros((4, 1000, 3)), jnp.zeros((4, 1000))
+    >>> chunks = rnnjax.train.time_chunks((x, y), 50)
+    >>> chunks[0].shape, chunks[1].shape
+    ((20, 4, 50, 3), (20, 4, 50))
     """
     if not isinstance(chunk_length, int) or chunk_length < 1:
         raise ValueError(f"chunk_length must be a positive int; got {chunk_length!r}.")
@@ -119,8 +123,18 @@ def tbptt_loss(
     Returns:
       ``(total_loss, (chunk_losses [N], final_state))``.
 
+    >>> import jax, jax.numpy as jnp, rnnjax
+    >>> layer = rnnjax.rnn(rnnjax.gru(4), return_sequences=True, return_state=True)
+    >>> def loss_fn(params, state, chunk, key):
+    ...     ys, state = layer.apply(params, chunk, initial_state=state)
+    ...     return jnp.sum(ys**2), state
+    >>> params = layer.init(jax.random.key(0), (None, 2))
+    >>> state0 = rnnjax.gru(4).initial_state(batch_shape=(3,))
+    >>> chunks = rnnjax.train.time_chunks(jnp.ones((3, 20, 2)), 5)   # [4, 3, 5, 2]
     >>> grads, (losses, state) = jax.grad(rnnjax.train.tbptt_loss, argnums=1, has_aux=True)(
     ...     loss_fn, params, state0, chunks)
+    >>> losses.shape
+    (4,)
     """
     num = jax.tree_util.tree_leaves(chunks)[0].shape[0]
     batch = jax.tree_util.tree_leaves(initial_state)[0].shape[0]
@@ -157,8 +171,18 @@ def make_tbptt_step(
     state is a constant for the gradient (``lax.stop_gradient``). Metrics: ``loss`` and
     ``grad_norm`` (before clipping), as :func:`make_train_step`.
 
-    >>> step = rnnjax.train.make_tbptt_step(loss_fn, optimizer, cell_state0)
-    >>> train_state, state, metrics = step(train_state, state, chunk, key)
+    >>> import jax, jax.numpy as jnp, optax, rnnjax
+    >>> layer = rnnjax.rnn(rnnjax.gru(4), return_sequences=True, return_state=True)
+    >>> def loss_fn(params, state, chunk, key):
+    ...     ys, state = layer.apply(params, chunk, initial_state=state)
+    ...     return jnp.mean(ys**2), state
+    >>> params = layer.init(jax.random.key(0), (None, 2))
+    >>> state0 = rnnjax.gru(4).initial_state(batch_shape=(3,))
+    >>> step = rnnjax.train.make_tbptt_step(loss_fn, optax.adam(1e-2), state0)
+    >>> train_state = rnnjax.train.TrainState.create(params, optax.adam(1e-2))
+    >>> train_state, state, metrics = step(train_state, state0, jnp.ones((3, 5, 2)))
+    >>> sorted(metrics)
+    ['grad_norm', 'loss']
     """
 
     def step(train_state: TrainState, state, chunk, key=None, reset=None):
