@@ -14,7 +14,7 @@ from jax import lax
 
 from rnnjax import _checks, _mask
 from rnnjax import _initializers as inits
-from rnnjax._cells import Cell, RNNState, _project, _split
+from rnnjax._cells import Cell, Config, Partial, RNNState, _project, _split, batch_shape_of
 from rnnjax._scan import _check_cell, _check_initial_state
 
 MIN_GRU_GATES = ("z", "h")
@@ -70,52 +70,79 @@ def _min_lstm_coefficients(projected: jax.Array, log: bool):
 _COEFFICIENTS = {"min_gru": _min_gru_coefficients, "min_lstm": _min_lstm_coefficients}
 
 
+class _Spec(NamedTuple):
+    """What the minimal cells' module-level functions are bound to (hashable)."""
+
+    name: str
+    hidden: int
+    num_gates: int
+    params_type: type
+    kernel_init: Any
+    dtype: Any
+    param_dtype: Any
+
+
+def _label(spec: _Spec) -> str:
+    return f"{spec.name}(hidden_size={spec.hidden})"
+
+
+def _check_params(spec: _Spec, params) -> None:
+    fused = spec.num_gates * spec.hidden
+    _checks.cell_params(params, spec.params_type, spec.name, _label(spec))
+    if params.w_x.ndim != 2 or params.w_x.shape[1] != fused or params.b.shape != (fused,):
+        raise ValueError(
+            f"params do not match {_label(spec)}: expected w_x (input_size, {fused}) and b "
+            f"({fused},); got w_x {tuple(params.w_x.shape)}, b {tuple(params.b.shape)}."
+        )
+
+
+def _init(spec: _Spec, key: jax.Array, input_size: int):
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
+        raise ValueError(f"input_size must be a positive int; got {input_size!r}.")
+    fused = spec.num_gates * spec.hidden
+    w_x = inits.per_gate(
+        spec.kernel_init, key, (input_size, fused), spec.num_gates, spec.param_dtype
+    )
+    return spec.params_type(w_x, jnp.zeros((fused,), spec.param_dtype))
+
+
+def _initial_state(spec: _Spec, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> RNNState:
+    return RNNState(jnp.zeros((*batch_shape_of(batch_shape), spec.hidden), dtype))
+
+
+def _project_inputs(spec: _Spec, params, x: jax.Array) -> jax.Array:
+    _check_params(spec, params)
+    return _project(params, x, spec.dtype)
+
+
+def _recur(spec: _Spec, params, state, projected: jax.Array):
+    _check_params(spec, params)
+    if not isinstance(state, RNNState):
+        raise TypeError(f"state must be RNNState; got {type(state).__name__}.")
+    expected = (*projected.shape[:-1], spec.hidden)
+    if tuple(jnp.shape(state.h)) != expected:
+        raise ValueError(f"state.h must have shape {expected}; got {jnp.shape(state.h)}.")
+    a, b = _COEFFICIENTS[spec.name](projected, log=False)
+    h = (a * state.h + b).astype(state.h.dtype)
+    return RNNState(h), h
+
+
+def _step(spec: _Spec, params, state, x: jax.Array):
+    return _recur(spec, params, state, _project_inputs(spec, params, x))
+
+
 def _minimal_cell(name, hidden_size, gates, params_type, kernel_init, dtype, param_dtype) -> Cell:
-    """A ``Cell`` whose ``recur`` is ``h_t = a_t h_{t-1} + b_t`` with gates from ``x_t`` only."""
+    """A ``Cell`` whose ``recur`` is ``h_t = a_t h_{t-1} + b_t`` with gates from ``x_t`` only;
+    its functions are bound with ``Partial``, so equal constructions give equal cells."""
     if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
         raise ValueError(f"hidden_size must be a positive int; got {hidden_size!r}.")
-    num_gates, coefficients = len(gates), _COEFFICIENTS[name]
-    fused = num_gates * hidden_size
-    label = f"{name}(hidden_size={hidden_size})"
-
-    def check_params(params) -> None:
-        _checks.cell_params(params, params_type, name, label)
-        if params.w_x.ndim != 2 or params.w_x.shape[1] != fused or params.b.shape != (fused,):
-            raise ValueError(
-                f"params do not match {label}: expected w_x (input_size, {fused}) and b "
-                f"({fused},); got w_x {tuple(params.w_x.shape)}, b {tuple(params.b.shape)}."
-            )
-
-    def init(key: jax.Array, input_size: int):
-        if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-            raise ValueError(f"input_size must be a positive int; got {input_size!r}.")
-        w_x = inits.per_gate(kernel_init, key, (input_size, fused), num_gates, param_dtype)
-        return params_type(w_x, jnp.zeros((fused,), param_dtype))
-
-    def initial_state(batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> RNNState:
-        return RNNState(jnp.zeros((*batch_shape, hidden_size), dtype))
-
-    def project_inputs(params, x: jax.Array) -> jax.Array:
-        check_params(params)
-        return _project(params, x, dtype)
-
-    def recur(params, state, projected: jax.Array):
-        check_params(params)
-        if not isinstance(state, RNNState):
-            raise TypeError(f"state must be RNNState; got {type(state).__name__}.")
-        expected = (*projected.shape[:-1], hidden_size)
-        if tuple(jnp.shape(state.h)) != expected:
-            raise ValueError(f"state.h must have shape {expected}; got {jnp.shape(state.h)}.")
-        a, b = coefficients(projected, log=False)
-        h = (a * state.h + b).astype(state.h.dtype)
-        return RNNState(h), h
-
-    def step(params, state, x: jax.Array):
-        return recur(params, state, project_inputs(params, x))
-
-    config = {"dtype": dtype, "param_dtype": param_dtype, "gates": tuple(gates)}
+    spec = _Spec(name, hidden_size, len(gates), params_type, kernel_init, dtype, param_dtype)
+    init, initial_state, step, project_inputs, recur = (
+        Partial(f, (spec,)) for f in (_init, _initial_state, _step, _project_inputs, _recur)
+    )
+    config = Config({"dtype": dtype, "param_dtype": param_dtype, "gates": tuple(gates)})
     return Cell(
-        init, initial_state, step, project_inputs, recur, hidden_size, num_gates, name, config
+        init, initial_state, step, project_inputs, recur, hidden_size, len(gates), name, config
     )
 
 

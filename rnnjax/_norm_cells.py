@@ -21,6 +21,7 @@ from rnnjax._cells import (
     LSTM_GATES,
     Cell,
     LSTMState,
+    Partial,
     RNNState,
     _add_bias,
     _dot,
@@ -88,30 +89,75 @@ def _check_fields(label: str, params, params_type: type, shapes: dict) -> None:
             )
 
 
+def _checked_update(update, label, params_type, extra_shapes, groups, params, state, projected):
+    _check_fields(label, params, params_type, dict(extra_shapes))
+    return update(params, state, projected, groups)
+
+
+def _normalized_project(base_project, label, params_type, extra_shapes, groups, epsilon, params, x):
+    _check_fields(label, params, params_type, dict(extra_shapes))
+    # The core's projection validates params and x; its bias is added after normalising.
+    xw = base_project(params._replace(b=jnp.zeros_like(params.b)), x)
+    return _add_bias(_scale(_normalize(xw, groups, epsilon), params.scale_x), params.b)
+
+
+def _normalized_step(recur, project_inputs, params, state, x):
+    return recur(params, state, project_inputs(params, x))
+
+
 def _normalized_cell(name, hidden_size, num_gates, params_type, state_type, make_params, update,
                      extra_shapes, per_gate, epsilon, config):  # fmt: skip
-    """``_make_cell`` with ``project_inputs`` returning ``LN(x W_x) * scale_x + b``."""
+    """``_make_cell`` with ``project_inputs`` returning ``LN(x W_x) * scale_x + b`` (its functions
+    bound with ``Partial``, so equal constructions give equal cells)."""
     groups = num_gates if per_gate else 1
     label = f"{name}(hidden_size={hidden_size})"
-
-    def checked_update(params, state, projected):
-        _check_fields(label, params, params_type, extra_shapes)
-        return update(params, state, projected, groups)
-
+    extra = tuple(extra_shapes.items())
+    checked_update = Partial(_checked_update, (update, label, params_type, extra, groups))
     base = _make_cell(
         name, hidden_size, num_gates, params_type, state_type, make_params, checked_update, config
     )
-
-    def project_inputs(params, x):
-        _check_fields(label, params, params_type, extra_shapes)
-        # The core's projection validates params and x; its bias is added after normalising.
-        xw = base.project_inputs(params._replace(b=jnp.zeros_like(params.b)), x)
-        return _add_bias(_scale(_normalize(xw, groups, epsilon), params.scale_x), params.b)
-
-    def step(params, state, x):
-        return base.recur(params, state, project_inputs(params, x))
-
+    project_inputs = Partial(
+        _normalized_project, (base.project_inputs, label, params_type, extra, groups, epsilon)
+    )
+    step = Partial(_normalized_step, (base.recur, project_inputs))
     return base._replace(project_inputs=project_inputs, step=step)
+
+
+def _lstm_params(hidden_size, forget_bias, kernel_init, recurrent_init, param_dtype, key, inputs):
+    fused = 4 * hidden_size
+    key_x, key_h = jax.random.split(key)
+    w_x = inits.per_gate(kernel_init, key_x, (inputs, fused), 4, param_dtype)
+    w_h = inits.per_gate(recurrent_init, key_h, (hidden_size, fused), 4, param_dtype)
+    b = inits.gate_bias(hidden_size, LSTM_GATES, {"f": forget_bias}, param_dtype)
+    ones, zeros = jnp.ones((fused,), param_dtype), jnp.zeros((hidden_size,), param_dtype)
+    return LayerNormLSTMParams(w_x, w_h, b, ones, ones, ones[:hidden_size], zeros)
+
+
+def _lstm_update(dtype, epsilon, params, state, projected, groups):
+    hw = _normalize(_dot(state.h, params.w_h, dtype), groups, epsilon)
+    i, f, g, o = _split(projected + _scale(hw, params.scale_h), 4)
+    c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    c_out = _add_bias(_scale(_normalize(c, 1, epsilon), params.scale_c), params.bias_c)
+    return LSTMState(jax.nn.sigmoid(o) * jnp.tanh(c_out), c)
+
+
+def _gru_params(hidden_size, kernel_init, recurrent_init, param_dtype, key, inputs):
+    fused = 3 * hidden_size
+    key_x, key_h = jax.random.split(key)
+    w_x = inits.per_gate(kernel_init, key_x, (inputs, fused), 3, param_dtype)
+    w_h = inits.per_gate(recurrent_init, key_h, (hidden_size, fused), 3, param_dtype)
+    zeros, ones = jnp.zeros((fused,), param_dtype), jnp.ones((fused,), param_dtype)
+    return LayerNormGRUParams(w_x, w_h, zeros, zeros[:hidden_size], ones, ones)
+
+
+def _gru_update(dtype, epsilon, params, state, projected, groups):
+    hw = _scale(_normalize(_dot(state.h, params.w_h, dtype), groups, epsilon), params.scale_h)
+    x_r, x_z, x_n = _split(projected, 3)
+    h_r, h_z, h_n = _split(hw, 3)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    candidate = jnp.tanh(x_n + r * _add_bias(h_n, params.b_hn))
+    return RNNState((1.0 - z) * state.h + z * candidate)
 
 
 def layer_norm_lstm(
@@ -161,21 +207,10 @@ def layer_norm_lstm(
     """
     fused = 4 * hidden_size
 
-    def make_params(key, input_size):
-        key_x, key_h = jax.random.split(key)
-        w_x = inits.per_gate(kernel_init, key_x, (input_size, fused), 4, param_dtype)
-        w_h = inits.per_gate(recurrent_init, key_h, (hidden_size, fused), 4, param_dtype)
-        b = inits.gate_bias(hidden_size, LSTM_GATES, {"f": forget_bias}, param_dtype)
-        ones, zeros = jnp.ones((fused,), param_dtype), jnp.zeros((hidden_size,), param_dtype)
-        return LayerNormLSTMParams(w_x, w_h, b, ones, ones, ones[:hidden_size], zeros)
-
-    def update(params, state, projected, groups):
-        hw = _normalize(_dot(state.h, params.w_h, dtype), groups, epsilon)
-        i, f, g, o = _split(projected + _scale(hw, params.scale_h), 4)
-        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        c_out = _add_bias(_scale(_normalize(c, 1, epsilon), params.scale_c), params.bias_c)
-        return LSTMState(jax.nn.sigmoid(o) * jnp.tanh(c_out), c)
-
+    make_params = Partial(
+        _lstm_params, (hidden_size, forget_bias, kernel_init, recurrent_init, param_dtype)
+    )
+    update = Partial(_lstm_update, (dtype, epsilon))
     extra = {"scale_x": (fused,), "scale_h": (fused,), "scale_c": (hidden_size,),
              "bias_c": (hidden_size,)}  # fmt: skip
     config = {"forget_bias": forget_bias, "per_gate": per_gate, "epsilon": epsilon,
@@ -231,22 +266,8 @@ def layer_norm_gru(
     """
     fused = 3 * hidden_size
 
-    def make_params(key, input_size):
-        key_x, key_h = jax.random.split(key)
-        w_x = inits.per_gate(kernel_init, key_x, (input_size, fused), 3, param_dtype)
-        w_h = inits.per_gate(recurrent_init, key_h, (hidden_size, fused), 3, param_dtype)
-        zeros, ones = jnp.zeros((fused,), param_dtype), jnp.ones((fused,), param_dtype)
-        return LayerNormGRUParams(w_x, w_h, zeros, zeros[:hidden_size], ones, ones)
-
-    def update(params, state, projected, groups):
-        hw = _scale(_normalize(_dot(state.h, params.w_h, dtype), groups, epsilon), params.scale_h)
-        x_r, x_z, x_n = _split(projected, 3)
-        h_r, h_z, h_n = _split(hw, 3)
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
-        candidate = jnp.tanh(x_n + r * _add_bias(h_n, params.b_hn))
-        return RNNState((1.0 - z) * state.h + z * candidate)
-
+    make_params = Partial(_gru_params, (hidden_size, kernel_init, recurrent_init, param_dtype))
+    update = Partial(_gru_update, (dtype, epsilon))
     extra = {"b_hn": (hidden_size,), "scale_x": (fused,), "scale_h": (fused,)}
     config = {"per_gate": per_gate, "epsilon": epsilon, "dtype": dtype, "param_dtype": param_dtype}
     return _normalized_cell(

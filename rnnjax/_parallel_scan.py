@@ -121,7 +121,7 @@ def parallel_scan(
     keeps every step finite and lowers the residual's sum of squares each accepted step, so it
     converges where DEER cannot within ``max_iter``. ``"auto"`` picks ``scan``, ``"deer"`` or
     ``"elk"`` from a cheap estimate of the cell's largest Lyapunov exponent on a prefix of
-    ``xs`` (see :func:`rnnjax.parallel_method`); under ``jit`` the choice is a ``lax.switch``
+    ``xs`` (see :func:`rnnjax._parallel_auto.parallel_method`); under ``jit`` the choice is a ``lax.switch``
     (under ``vmap`` every branch runs, so choose outside ``vmap`` there).
 
     Gradients (reverse mode only) come from the implicit function theorem, never from

@@ -90,13 +90,6 @@ def _merit(states: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(merit), merit, jnp.inf)
 
 
-def _prefix(states: jax.Array, images: jax.Array, tol: float) -> jax.Array:
-    """How many leading steps are within ``tol`` (the residual of :func:`_residual`, per step)."""
-    error = jnp.abs(states - images) / (1 + jnp.abs(images))
-    bad = ~jnp.all(error <= tol, axis=-1)
-    return jnp.where(jnp.any(bad), jnp.argmax(bad), bad.shape[0])
-
-
 def _at(inputs, t):
     """Step ``t`` of a pytree of per-step inputs (leaves ``[T, ...]``)."""
     return jax.tree_util.tree_map(lambda leaf: leaf[t], inputs)
@@ -143,16 +136,19 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         going = (iteration < max_iter) & (residual > tol) & jnp.isfinite(residual)
         return going & (damping < DAMPING_MAX)
 
+    def guarded_newton(params, inputs, s0, jac, offset, image):
+        candidate = linear_scan(jac, offset)
+        # The guard: an overflowing step takes the Picard value f(s_{t-1}) instead.
+        bound = GUARD * (1 + jnp.max(jnp.abs(image)))
+        sane = jnp.all(jnp.abs(candidate) <= bound, axis=-1, keepdims=True)
+        states = jnp.where(sane, candidate, image)
+        return states, images(params, states, inputs, s0)
+
     def newton_body(params, inputs, s0):
         def body(carry):
             iteration, states, image, _, merit, damping = carry
             jac, offset = linearise(params, inputs, s0, states, image)
-            candidate = linear_scan(jac, offset)
-            # The guard: an overflowing step takes the Picard value f(s_{t-1}) instead.
-            bound = GUARD * (1 + jnp.max(jnp.abs(image)))
-            sane = jnp.all(jnp.abs(candidate) <= bound, axis=-1, keepdims=True)
-            states = jnp.where(sane, candidate, image)
-            image = images(params, states, inputs, s0)
+            states, image = guarded_newton(params, inputs, s0, jac, offset, image)
             return iteration + 1, states, image, _residual(states, image), merit, damping
 
         return body
@@ -164,16 +160,15 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
             candidate = damped_solve(jac, offset, states, damping)
             candidate_image = images(params, candidate, inputs, s0)
             candidate_merit = _merit(candidate, candidate_image)
-            # Accept a lower merit that keeps the exact prefix (the leading steps within tol): the
-            # prefix then never shrinks, and the Picard step below extends it.
-            keeps_prefix = _prefix(candidate, candidate_image, tol) >= _prefix(states, image, tol)
-            accept = (candidate_merit < merit) & keeps_prefix
-            # A rejected step takes the Picard step f(s_{t-1}) instead (its image is one more
-            # evaluation): it extends the exact prefix by a step, so progress never stops.
-            picard = image
-            picard_image = images(params, picard, inputs, s0)
-            states = jnp.where(accept, candidate, picard)
-            image = jnp.where(accept, candidate_image, picard_image)
+            accept = candidate_merit < merit
+            # A rejected damped step takes the guarded Newton step instead of standing still:
+            # on chaotic cells the merit's valleys are exponentially narrow in T, and Newton's
+            # exact prefix still grows there.
+            states, image = lax.cond(
+                accept,
+                lambda: (candidate, candidate_image),
+                lambda: guarded_newton(params, inputs, s0, jac, offset, image),
+            )
             merit = _merit(states, image)
             damping = jnp.where(accept, damping / DAMPING_DOWN, damping * DAMPING_UP)
             return iteration + 1, states, image, _residual(states, image), merit, damping

@@ -460,3 +460,71 @@ def bptt_terms(
         return pullback(cotangent)[0]
 
     return jax.vmap(immediate)(visited[:-1], xs.astype(visited.dtype), upstream)
+
+
+def lyapunov_exponents(
+    step_jacobians: jax.Array, *, num: int = 1, burn_in: int = 0
+) -> jax.Array:
+    r"""The ``num`` largest Lyapunov exponents of a trajectory, by the QR method (per step).
+
+    ``Q_0 = I[:, :num]``; each step ``J_t Q_{t-1} = Q_t R_t`` (reduced QR) and
+    ``exponent_i = mean_t log |R_t[i, i]|`` over the steps after ``burn_in`` (Benettin et al.
+    1980). Positive: nearby trajectories separate (chaos; the gradient explodes); negative: they
+    merge (the gradient vanishes at that rate).
+
+    Args:
+      step_jacobians: ``[T, S, S]``, entry ``t - 1`` is ``d s_t / d s_{t-1}``
+        (:func:`step_jacobians`).
+      num: how many exponents, ``1 <= num <= S``.
+      burn_in: leading steps left out of the mean (the tangent basis aligning), ``< T``.
+
+    Returns:
+      ``[num]`` exponents, largest first (natural log per step).
+
+    Raises:
+      ValueError: ``step_jacobians`` is not ``[T, S, S]``, or ``num``/``burn_in`` out of range.
+
+    >>> import jax.numpy as jnp
+    >>> from rnnjax.jacobians import lyapunov_exponents
+    >>> lyapunov_exponents(jnp.broadcast_to(jnp.diag(jnp.array([2.0, 0.5])), (10, 2, 2)), num=2)
+    Array([ 0.6931472, -0.6931472], dtype=float32)
+    """
+    step_jacobians = jnp.asarray(step_jacobians)
+    if step_jacobians.ndim != 3 or step_jacobians.shape[1] != step_jacobians.shape[2]:
+        raise ValueError(
+            f"step_jacobians must have shape (T, S, S); got shape {tuple(step_jacobians.shape)}."
+        )
+    steps, size = step_jacobians.shape[:2]
+    if not isinstance(num, int) or not 1 <= num <= size:
+        raise ValueError(f"num must be an int in [1, {size}] (the state size); got {num!r}.")
+    if not isinstance(burn_in, int) or not 0 <= burn_in < steps:
+        raise ValueError(f"burn_in must be an int in [0, {steps}) (T steps); got {burn_in!r}.")
+
+    def body(basis, jacobian):
+        q, r = jnp.linalg.qr(jacobian @ basis)
+        diagonal = jnp.diagonal(r)
+        # Keep Q's columns oriented so that R's diagonal stays positive.
+        sign = jnp.where(diagonal < 0, -1.0, 1.0).astype(q.dtype)
+        return q * sign[None], jnp.log(jnp.abs(diagonal))
+
+    basis = jnp.eye(size, num, dtype=step_jacobians.dtype)
+    _, logs = jax.lax.scan(body, basis, step_jacobians)
+    return jnp.mean(logs[burn_in:], axis=0)
+
+
+def largest_lyapunov_exponent(
+    cell: Cell, params: Any, xs: jax.Array, *, initial_state: Any = None, burn_in: int = 0
+) -> jax.Array:
+    """The largest Lyapunov exponent of ``cell`` along its trajectory on ``xs [T, D]``.
+
+    :func:`lyapunov_exponents` of :func:`step_jacobians` (the whole flattened state).
+
+    >>> import jax, jax.numpy as jnp, rnnjax
+    >>> from rnnjax.jacobians import largest_lyapunov_exponent
+    >>> cell = rnnjax.gru(8)
+    >>> params = cell.init(jax.random.key(0), input_size=3)
+    >>> float(largest_lyapunov_exponent(cell, params, jnp.ones((50, 3)))) < 0
+    True
+    """
+    jacobians = step_jacobians(cell, params, xs, initial_state=initial_state)
+    return lyapunov_exponents(jacobians, num=1, burn_in=burn_in)[0]

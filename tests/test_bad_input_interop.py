@@ -84,11 +84,6 @@ CASES = [
         id="seed-rnn-ragged",
     ),
     pytest.param(
-        lambda: interop.from_seed_rnn(np.full((1, 1), np.nan), [[1.0]], [1.0]),
-        ValueError,
-        "w_x",
-    ),
-    pytest.param(
         lambda: interop.from_seed_lstm(np.ones((3, 4, 7)), np.ones((4, 4))),
         ValueError,
         "w_gate",

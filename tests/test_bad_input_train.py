@@ -257,6 +257,18 @@ CASES = [
         id="windows-stride-float",
     ),
     pytest.param(
+        lambda: train.sliding_windows(np.arange(5.0), True),
+        ValueError,
+        "window",
+        id="windows-window-bool",
+    ),
+    pytest.param(
+        lambda: list(train.bucket_by_length(SEQUENCES, True)),
+        ValueError,
+        "batch_size",
+        id="bucket-batch-bool",
+    ),
+    pytest.param(
         lambda: train.sliding_windows(np.arange(3.0), 3),
         ValueError,
         "window",

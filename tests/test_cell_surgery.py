@@ -64,7 +64,7 @@ def _setup(name):
         lambda a: a + 0.3 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape), params
     )
     xs = jax.random.normal(jax.random.fold_in(key, 1), (5, 2))
-    state = jax.tree_util.tree_map(lambda s: s + 0.2, cell.initial_state(()))
+    state = jax.tree_util.tree_map(lambda s: s + 0.2, cell.initial_state((), xs.dtype))
     return cell, params, xs, state
 
 
@@ -100,7 +100,9 @@ def test_replaced_cell_in_the_batch_layer_and_under_vmap(x64, replaced):
 
     def looped(p):
         def one(xs, length):
-            state, ys = _loop(changed, replaced, p, xs[:length], changed.initial_state(()))
+            state, ys = _loop(
+                changed, replaced, p, xs[:length], changed.initial_state((), xs.dtype)
+            )
             return state, jnp.concatenate([ys, jnp.zeros((5 - length, 3))])
 
         results = [one(x[b], int(lengths[b])) for b in range(3)]
@@ -132,7 +134,9 @@ def test_issue_quoted_project_inputs_case_is_consistent(x64):
     plain = rnnjax.scan(changed, params, xs)[1].sum()
     under_jvp = jax.jvp(lambda p: rnnjax.scan(changed, p, xs)[1].sum(), (params,), (params,))[0]
     rematted = rnnjax.scan(changed, params, xs, remat=True)[1].sum()
-    expected = _loop(changed, "project_inputs", params, xs, cell.initial_state(()))[1].sum()
+    expected = _loop(changed, "project_inputs", params, xs, cell.initial_state((), xs.dtype))[
+        1
+    ].sum()
     for value in (plain, under_jvp, rematted):
         assert_close(value, expected)
 

@@ -226,3 +226,35 @@ def test_a_full_disk_fails_the_save_and_keeps_the_old_checkpoint(tmp_path, monke
     _save(tmp_path, 2, 1)  # the lock was released and the failed temporary is cleaned
     assert not [p.name for p in tmp_path.iterdir() if "tmp" in p.name]
     _assert_restores(tmp_path, 2, 1)
+
+
+_FIT_KILLED = """
+import os, signal, sys
+from orbax.checkpoint._src.path import async_path
+from tests.test_fit_callbacks import _run
+
+real_rename, calls = async_path.rename, []
+
+async def die_on_the_third(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await real_rename(*args, **kwargs)
+
+async_path.rename = die_on_the_third
+_run(epochs=3, checkpoint_dir=sys.argv[1])
+"""
+
+
+def test_fit_killed_while_checkpointing_resumes_bit_for_bit(tmp_path):
+    from tests.test_fit_callbacks import _bits, _run
+
+    child = _child(_FIT_KILLED, tmp_path)
+    _, errors = child.communicate(timeout=300)
+    assert child.returncode == -signal.SIGKILL, errors[-3000:]
+    assert train.checkpoint_steps(tmp_path) == [1, 2]  # epoch 3's write never committed
+    resumed = _run(epochs=3, checkpoint_dir=tmp_path, resume=True)
+    straight = _run(epochs=3)
+    assert _bits(resumed.params) == _bits(straight.params)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    assert train.checkpoint_steps(tmp_path) == [2, 3]

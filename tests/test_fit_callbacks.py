@@ -103,6 +103,13 @@ def test_a_nonfinite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_chec
     train.save_checkpoint(tmp_path, {"w": jnp.zeros(1)}, 9)  # the lock was released
 
 
+def test_a_second_fit_on_a_directory_in_use_fails_at_once(tmp_path):
+    with train.CheckpointManager(tmp_path):
+        with pytest.raises(train.CheckpointLockError, match=r"is locked by pid \d+ on host"):
+            _run(checkpoint_dir=tmp_path)
+    assert train.checkpoint_steps(tmp_path) == []
+
+
 def test_a_nonfinite_loss_can_be_skipped(caplog):
     data = _epochs_with_a_bad_batch()
     caplog.set_level(logging.WARNING, logger="rnnjax.train._fit")

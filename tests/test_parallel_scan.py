@@ -249,7 +249,11 @@ def test_info_fields():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"method": "newton"}, ValueError, r"method must be one of \('deer', 'quasi_deer'\)"),
+        (
+            {"method": "newton"},
+            ValueError,
+            r"method must be one of \('deer', 'quasi_deer', 'elk', 'quasi_elk', 'auto'\)",
+        ),
         ({"max_iter": 0}, ValueError, "max_iter must be a positive int; got 0"),
         ({"tol": -1.0}, ValueError, "tol must be a positive float or None"),
         ({"on_failure": "ignore"}, ValueError, "on_failure must be 'fallback' or 'raise'"),
@@ -259,7 +263,8 @@ def test_info_fields():
             r"xs must have rank 2 .* got shape \(2, 4, 3\)",
         ),
         ({"xs": jnp.ones((4, INPUT), jnp.int32)}, TypeError, "xs must have a floating-point dtype"),
-        ({"xs": jnp.ones((0, INPUT))}, ValueError, r"xs must have at least one step"),
+        ({"resets": jnp.zeros(4)}, TypeError, "resets must have dtype bool"),
+        ({"resets": jnp.zeros(3, bool)}, ValueError, r"resets must have shape \(4,\) .* \(3,\)"),
         ({"xs": jnp.ones((4, 7))}, ValueError, r"x must have shape \(..., input_size=3\)"),
         (
             {"initial_guess": rnnjax.RNNState(jnp.zeros((3, HIDDEN)))},

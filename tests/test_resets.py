@@ -48,14 +48,16 @@ def _loss(final_and_ys):
 def _setup(name, batch=None):
     cell = CELLS[name](4)
     key = jax.random.key(1)
+    shape = (STEPS, 3) if batch is None else (batch, STEPS, 3)
+    xs = jax.random.normal(jax.random.fold_in(key, 2), shape)  # float64 under the x64 fixture
     params = jax.tree_util.tree_map(
-        lambda a: a + 0.3 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape),
+        lambda a: (a + 0.3 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape)).astype(
+            xs.dtype
+        ),
         cell.init(key, 3),
     )
-    shape = (STEPS, 3) if batch is None else (batch, STEPS, 3)
-    xs = jax.random.normal(jax.random.fold_in(key, 2), shape)
     state = jax.tree_util.tree_map(
-        lambda s: s + 0.5, cell.initial_state(() if batch is None else (batch,))
+        lambda s: s + 0.5, cell.initial_state(() if batch is None else (batch,), xs.dtype)
     )
     return cell, params, xs, state
 

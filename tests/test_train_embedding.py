@@ -107,6 +107,10 @@ def test_load_word_vectors_binary_errors(tmp_path):
     path.write_bytes(b"a 1 2 3\n")
     with pytest.raises(ValueError, match="binary word2vec files start with a 'V E' header"):
         train.load_word_vectors(path, binary=True)
+    # Latin-1 text is told apart from binary records by its number characters, and refused.
+    path.write_bytes(b"1 2\ncaf\xe9 0.1 0.2\n")
+    with pytest.raises(ValueError, match=r"v.bin:2: not UTF-8 text"):
+        train.load_word_vectors(path)
 
 
 def test_embedding_matrix_aligns_vocabulary(tmp_path):

@@ -32,10 +32,9 @@ from experiments.applications import _runs, parse_args
 
 SIZES = {
     "quick": {"max_chars": 300_000, "window": 64, "hidden_size": 128, "epochs": 4, "seeds": 1},
-    "default": {"max_chars": 1_000_000, "window": 100, "hidden_size": 256, "epochs": 6,
-                "seeds": 3},
-    "full": {"max_chars": None, "window": 100, "hidden_size": 512, "epochs": 20, "seeds": 3},
-}  # fmt: skip
+    "default": {"max_chars": None, "window": 100, "hidden_size": 128, "epochs": 12, "seeds": 3},
+    "full": {"max_chars": None, "window": 100, "hidden_size": 256, "epochs": 15, "seeds": 3},
+}
 LEARNING_RATE = 5e-3
 BATCH_SIZE = 32
 PATIENCE = 2

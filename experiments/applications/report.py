@@ -134,9 +134,10 @@ def stamps(results: dict[str, dict | None]) -> list[str]:
     for name, data in results.items():
         if data:
             stamp = data["stamp"]
+            machine = stamp.get("processor") or stamp["machine"]
             lines.append(f"- `{name}`: `{stamp['command']}`, commit {stamp.get('git_commit')}, "
-                         f"{stamp.get('processor') or stamp['machine']} with "
-                         f"{stamp['cpu_count']} CPUs, jax {stamp['jax']}, {stamp['utc']}")  # fmt: skip
+                         f"{machine} with {stamp['cpu_count']} CPUs, jax {stamp['jax']}, "
+                         f"{stamp['utc']}")  # fmt: skip
     return lines
 
 
@@ -150,8 +151,10 @@ def main(argv=None):
     page = template.format(
         table=_common.markdown_table(header, rows(results)),
         stamps="\n".join(stamps(results)),
-        **{f"figure_{name}": "\n\n".join(f"![{name}]({path})" for path in paths)
-           for name, paths in figures.items()},  # fmt: skip
+        **{
+            f"figure_{name}": "\n\n".join(f"![{name}]({path})" for path in paths)
+            for name, paths in figures.items()
+        },  # fmt: skip
     )
     PAGE.write_text(page)
     _common.logger.info("wrote %s and %d figures", PAGE, sum(map(len, figures.values())))

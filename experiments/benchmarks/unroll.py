@@ -4,9 +4,9 @@
 times ``rnnjax.rnn(cell, unroll=u)`` forward and forward+backward for every ``u`` of the size,
 interleaved with PyTorch's layer (oneDNN on CPU, cuDNN on a GPU) where it has the cell, and
 writes ``results.json`` and ``summary.md`` (default ``experiments/results/benchmarks_unroll/
-<device>``). Its CPU run backs ``rnnjax.scan``'s CPU default (``unroll=None`` -> 1,
-``rnnjax._checks.unroll``); the GPU default (8) came from a comparable one-off H100 sweep stored
-under ``experiments/results/benchmarks_unroll/gpu``.
+<device>``). Its CPU run backs ``rnnjax.scan``'s CPU default (``unroll=None`` -> 1) and a GPU
+run its GPU default, the ``gpu_unroll`` row of ``rnnjax._fast._plan.THRESHOLDS`` (a one-off H100
+sweep is stored under ``experiments/results/benchmarks_unroll/gpu``).
 """
 
 import logging

@@ -267,11 +267,13 @@ def from_keras(layer) -> tuple[ConvertedLayer, Any]:
         sigmoid for SimpleRNN), ``stateful=True``, ``go_backwards`` with ``return_sequences``
         or on the wrong side of a ``Bidirectional``, or an unbuilt layer.
 
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> import keras                                   # with KERAS_BACKEND=jax
     >>> import rnnjax
-    >>> keras_model = keras.Sequential([keras.Input((100, 1)), keras.layers.LSTM(100),
-    ...                                 keras.layers.Dense(1, activation="sigmoid")])
+    >>> with jax.numpy_rank_promotion("allow"):       # Keras broadcasts by rank
+    ...     keras_model = keras.Sequential([keras.Input((100, 1)), keras.layers.LSTM(100),
+    ...                                     keras.layers.Dense(1, activation="sigmoid")])
     >>> model, params = rnnjax.interop.from_keras(keras_model)
     >>> y = model.apply(params, jnp.ones((8, 100, 1)))          # == keras_model(x), (8, 1)
     """

@@ -1,12 +1,19 @@
 """Training toolkit on optax: steps with clipping metrics, masked losses, truncated BPTT, dropout
-and zoneout, embeddings, preprocessing, atomic checkpoints and a ``fit`` loop.
+and zoneout, embeddings, preprocessing, checkpoints on orbax (the ``rnnjax[flax]`` extra) and a
+``fit`` loop with callbacks and metric writers.
 
->>> import rnnjax, rnnjax.train as train
->>> model = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(100)), rnnjax.dense(1, jax.nn.sigmoid))
+>>> import jax, jax.numpy as jnp, numpy as np, optax, rnnjax
+>>> from rnnjax import train
+>>> model = rnnjax.serial(rnnjax.rnn(rnnjax.lstm(8)), rnnjax.dense(1, jax.nn.sigmoid))
+>>> x = np.random.default_rng(0).normal(size=(64, 10, 1)).astype(np.float32)
+>>> y = (x.sum(axis=(1, 2)) > 0).astype(np.float32)[:, None]
 >>> loss = lambda params, batch, key: train.binary_cross_entropy(model.apply(params, batch[0]),
 ...                                                                batch[1])
->>> result = train.fit(loss, model.init(key, (100, 1)), train.with_clipping(optax.adam(1e-3),
-...                    max_norm=1.0), (x, y), epochs=5, batch_size=32)
+>>> result = train.fit(loss, model.init(jax.random.key(0), (10, 1)),
+...                    train.with_clipping(optax.adam(1e-2), max_norm=1.0), (x, y), epochs=2,
+...                    batch_size=32, progress=False)
+>>> len(result.history)
+2
 """
 
 from rnnjax.train._callbacks import Callback as Callback

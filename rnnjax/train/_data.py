@@ -105,7 +105,7 @@ def bucket_by_length(
     (3, 16, 3) [...]
     (2, 64, 3) [...]
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     lengths = np.array([np.shape(s)[0] for s in sequences], np.int64)
     if not len(lengths):
@@ -237,7 +237,7 @@ def sliding_windows(
     if series.ndim != 2:
         raise ValueError(f"series must have shape [T] or [T, F]; got {series.shape}.")
     for name, value in (("window", window), ("horizon", horizon), ("stride", stride)):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}.")
     span = window + horizon
     if series.shape[0] < span:

@@ -51,16 +51,16 @@ def _header(line: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _looks_binary(stream) -> bool:
-    """True when the bytes after the header are not UTF-8 text (word2vec's binary records)."""
-    sample = stream.peek(4096)[:4096]
-    if b"\x00" in sample:
-        return True
-    try:
-        sample[:-4].decode("utf-8")  # the window may cut a multi-byte character at its end
-    except UnicodeDecodeError:
-        return True
-    return False
+def _looks_binary(stream, dims: int) -> bool:
+    """True when the first record after the header is word2vec's binary layout: the ``4 * dims``
+    bytes after the first word are not all characters of decimal numbers (as text values are)."""
+    sample = stream.peek(4096 + 8 * dims)
+    space = sample.find(b" ")
+    if space < 0:
+        return False
+    window = sample[space + 1 : space + 1 + 4 * dims]
+    values = window.split(b"\n")[0] or window  # a text row may be shorter than the window
+    return not set(values) <= set(b"0123456789.eE+-naifNAIF \t\r\n")
 
 
 def _is_number(text: str) -> bool:
@@ -130,7 +130,7 @@ def load_word_vectors(
         memory small for large files).
       dtype: dtype of the vectors.
       binary: ``True`` or ``False`` to force the format; ``None`` tells them apart by whether the
-        bytes after a header are UTF-8 text.
+        ``4 E`` bytes after the first word following a header are characters of numbers.
 
     Returns:
       :class:`WordVectors`.
@@ -151,7 +151,7 @@ def load_word_vectors(
         header = _header(first)
         expected_count, dims = header if header else (None, None)
         if binary is None:
-            binary = header is not None and _looks_binary(stream)
+            binary = header is not None and _looks_binary(stream, dims)
         if binary:
             if header is None:
                 raise ValueError(

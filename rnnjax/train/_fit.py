@@ -11,7 +11,6 @@ early-stopping state and the history, so ``resume=True`` continues a killed run 
 last epoch ended.
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,9 +23,9 @@ import optax
 from rnnjax.train._batches import batch_size_of, batches
 from rnnjax.train._batches import evaluate as evaluate
 from rnnjax.train._callbacks import check_callbacks, check_writers
-from rnnjax.train._checkpoint import CheckpointManager, checkpoint_steps, restore_checkpoint
-from rnnjax.train._errors import CheckpointError
+from rnnjax.train._checkpoint import CheckpointManager
 from rnnjax.train._fit_checks import check_fit_arguments
+from rnnjax.train._fit_state import checkpoint_target, resume_state
 from rnnjax.train._step import TrainState, make_eval_step, make_train_step
 
 _log = logging.getLogger(__name__)
@@ -53,60 +52,6 @@ class FitResult(NamedTuple):
     history: list[dict]
     best_epoch: int
     stopped_early: bool
-
-
-def _checkpoint_target(
-    state, best_params, epoch, seed, early_stopping, history, global_step=None
-) -> dict:
-    """The pytree :func:`fit` saves after every epoch (history as JSON: its length varies).
-
-    ``global_step`` (the count of steps taken, which keys the PRNG) is left out of the template
-    of checkpoints from rnnjax 0.1, where it was always ``train_state.step``.
-    """
-    best, best_epoch, waited, stopped = early_stopping
-    counter = {} if global_step is None else {"global_step": int(global_step)}
-    return {
-        **counter,
-        "train_state": state,
-        "best_params": best_params,
-        "epoch": int(epoch),
-        "seed": int(seed),
-        "best": float(best),
-        "best_epoch": int(best_epoch),
-        "waited": int(waited),
-        "stopped": bool(stopped),
-        "history": json.dumps(history),
-    }
-
-
-def _resume(checkpoint_dir, state: TrainState, seed: int) -> dict | None:
-    """The newest checkpoint of ``checkpoint_dir`` restored into ``state``'s structure, or None."""
-    if not checkpoint_steps(checkpoint_dir):
-        _log.info("resume: no checkpoint in %s; starting from epoch 1.", checkpoint_dir)
-        return None
-    template = _checkpoint_target(state, state.params, 0, 0, (0.0, 0, 0, False), [], 0)
-    try:  # the train state alone first, so that a mismatch is reported on its leaves
-        epoch = restore_checkpoint(checkpoint_dir, {"train_state": state})[1]
-        try:
-            restored = restore_checkpoint(checkpoint_dir, template, step=epoch)[0]
-        except CheckpointError:  # rnnjax 0.1's msgpack checkpoints hold no global_step
-            legacy = {name: value for name, value in template.items() if name != "global_step"}
-            restored = restore_checkpoint(checkpoint_dir, legacy, step=epoch)[0]
-            restored["global_step"] = int(restored["train_state"].step)
-    except CheckpointError as error:
-        raise CheckpointError(
-            f"cannot resume from {checkpoint_dir}: its checkpoint does not match the params and "
-            f"optimizer passed to fit: {error}"
-        ) from None
-    if restored["seed"] != seed:
-        raise ValueError(
-            f"seed={seed} differs from the seed={restored['seed']} of the run checkpointed in "
-            f"{checkpoint_dir}; pass seed={restored['seed']} to continue it, or a new "
-            "checkpoint_dir to start another run."
-        )
-    restored["history"] = json.loads(restored["history"])
-    _log.info("resume: continuing after epoch %d from %s.", epoch, checkpoint_dir)
-    return restored
 
 
 def _learning_rate(opt_state) -> float | None:
@@ -282,7 +227,7 @@ def fit(
     state = TrainState.create(params, optimizer)
     manager = None if checkpoint_dir is None else CheckpointManager(checkpoint_dir, keep=_KEPT)
     try:
-        restored = _resume(checkpoint_dir, state, seed) if resume else None
+        restored = resume_state(checkpoint_dir, state, seed) if resume else None
         return _train(
             train_step, state, restored, train_data, epochs=epochs, batch_size=batch_size,
             seed=seed, callbacks=callbacks, writers=writers, on_nonfinite=on_nonfinite,
@@ -394,7 +339,7 @@ def _train(
             writer.write(global_step, record)
         if manager is not None:
             early_stopping = (best, best_epoch, waited, stopped)
-            target = _checkpoint_target(
+            target = checkpoint_target(
                 state, best_params, epoch, seed, early_stopping, history, global_step
             )
             manager.save(epoch, target)
