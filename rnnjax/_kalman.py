@@ -72,7 +72,7 @@ def _filter_combine(diagonal: bool):
         eye = jnp.eye(a1.shape[-1], dtype=a1.dtype)
         # a2 (I + c1 j2)^-1 and a1^T (I + j2 c1)^-1 = a1^T ((I + c1 j2)^-1)^T (c, j symmetric):
         # one inverse per composition (two solves compiled twice as slowly on CPU).
-        inverse = jnp.linalg.inv(eye + c1 @ j2)
+        inverse = jnp.linalg.inv(jnp.broadcast_to(eye, c1.shape) + c1 @ j2)
         left = a2 @ inverse
         right = _transpose(inverse @ a1)
         c = left @ c1 @ _transpose(a2) + c2
@@ -138,7 +138,7 @@ def damped_solve(
         return linear_scan(smooth, means - smooth * predicted, reverse=True)
     eye = jnp.eye(offset.shape[-1], dtype=offset.dtype)
     projected = following @ covariances  # F P (P symmetric)
-    innovation_cov = projected @ _transpose(following) + eye
+    innovation_cov = projected @ _transpose(following) + jnp.broadcast_to(eye, jac.shape)
     smooth = _transpose(jnp.linalg.solve(innovation_cov, projected))
     predicted = _mv(following, means) + following_offset
     return linear_scan(smooth, means - _mv(smooth, predicted), reverse=True)

@@ -123,7 +123,7 @@ def test_ecg_ectopic_beats_lie_inside_the_recording():
         duration = rng.uniform(3.0, 5.0)
         times, ectopic = ecg._beat_times(rng, duration, "ectopic")
         assert 1 <= ectopic.sum() <= 2
-        assert np.all((times[ectopic] > 0.3) & (times[ectopic] < duration - 0.3))
+        assert np.all((times[ectopic] > 0) & (times[ectopic] < duration))  # visible
         rr = np.diff(times)
         first = np.flatnonzero(ectopic)[0]
         assert rr[first - 1] < 0.8 * np.median(rr)  # the (first) ectopic beat comes early

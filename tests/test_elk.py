@@ -210,7 +210,8 @@ def test_auto_picks_a_method_and_matches_scan():
     choice = parallel_method(cell, params, xs, backend="cpu")
     assert choice in ("scan", "deer", "elk")
     _, ys = rnnjax.scan(cell, params, xs)
-    for run in (functools.partial(parallel_scan, cell), _jit(functools.partial(parallel_scan, cell))):
-        _, p_ys, info = run(params, xs, method="auto")
+    auto = functools.partial(parallel_scan, cell, method="auto")
+    for run in (auto, _jit(auto)):
+        _, p_ys, info = run(params, xs)
         assert bool(info.converged)
         assert_close(p_ys, ys, scale=10)
