@@ -45,7 +45,7 @@ def predicted_iterations(lyapunov, num_steps: int, method: str):
     c0, c1, c2, c3 = ITERATION_MODEL[method]
     log_steps = math.log(num_steps)
     log_n = c0 + c1 * lyapunov + c2 * jnp.maximum(lyapunov, 0.0) * log_steps + c3 * log_steps
-    return jnp.minimum(jnp.exp(log_n), float(num_steps))
+    return jnp.clip(jnp.exp(log_n), 1.0, float(num_steps))
 
 
 def predicted_costs(lyapunov, num_steps: int, state_size: int, backend: str, max_iter: int):

@@ -66,7 +66,9 @@ def _check_resets(resets, num_steps: int):
         return None
     resets = jnp.asarray(resets)
     if resets.dtype != jnp.bool_:
-        raise TypeError(f"resets must have dtype bool (True where a segment starts); got {resets.dtype}.")
+        raise TypeError(
+            f"resets must have dtype bool (True where a segment starts); got {resets.dtype}."
+        )
     if resets.shape != (num_steps,):
         raise ValueError(
             f"resets must have shape ({num_steps},) (T, one flag per step); got {resets.shape}."

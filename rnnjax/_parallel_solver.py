@@ -179,9 +179,7 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         make_body = levenberg_marquardt_body if damped else newton_body
         image = images(params, guess, inputs, s0)
         damping = jnp.asarray(DAMPING_INIT, guess.dtype)
-        init = (
-            jnp.int32(0), guess, image, _residual(guess, image), _merit(guess, image), damping
-        )
+        init = (jnp.int32(0), guess, image, _residual(guess, image), _merit(guess, image), damping)
         carry = lax.while_loop(cond, make_body(params, inputs, s0), init)
         iterations, states, _, residual, _, _ = carry
         return states, iterations, residual, residual <= tol

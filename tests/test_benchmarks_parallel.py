@@ -47,8 +47,9 @@ def test_parallel_methods_match_scan_in_outputs_and_gradients(rows):
         assert row["converged"] and not row["fell_back"]
         # float32, default tol 1e-5 on the Newton residual; exact methods at rounding level.
         assert row["max_rel_diff_vs_scan"] < 1e-4, row
-        if row["method"] in ("deer", "quasi_deer"):
-            assert 1 <= row["iterations_max"] <= 8
+        if row["method"] in _parallel.NEWTON:
+            # A contractive GRU: a few Newton iterations; the diagonal methods converge linearly.
+            assert 1 <= row["iterations_max"] <= (8 if row["method"] in ("deer", "elk") else 60)
             assert row["iterations_mean"] <= row["iterations_max"]
         else:
             assert row["iterations_max"] is None and row["iterations_mean"] is None

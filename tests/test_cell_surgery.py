@@ -48,7 +48,7 @@ def _loop(changed, replaced, params, xs, state):
     for x in xs:
         state, y = step(params, state, x)
         ys.append(y)
-    return state, jnp.stack(ys)
+    return state, jnp.stack(ys) if ys else jnp.zeros((0, changed.hidden_size), xs.dtype)
 
 
 def _loss(final_and_ys):
@@ -69,7 +69,10 @@ def _setup(name):
 
 
 @pytest.mark.parametrize("replaced", ["project_inputs", "recur", "step"])
-@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(
+    "name", ["lstm", "gru", pytest.param("gru_reset_after", marks=pytest.mark.slow),
+             pytest.param("simple_rnn", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_replaced_cell_runs_its_own_functions(x64, name, replaced):
     cell, params, xs, state = _setup(name)
     changed = _surgeries(cell)[replaced]
@@ -78,7 +81,7 @@ def test_replaced_cell_runs_its_own_functions(x64, name, replaced):
     expected_grad = jax.grad(lambda p: _loss(_loop(changed, replaced, p, xs, state)))(params)
     tangent = jax.tree_util.tree_map(jnp.ones_like, params)
     expected_jvp = jax.jvp(lambda p: _loop(changed, replaced, p, xs, state), (params,), (tangent,))
-    for options in ({}, {"remat": True}, {"remat_chunk": 2}, {"remat": True, "remat_chunk": 3}):
+    for options in ({}, {"remat": True}, {"remat_chunk": 2}):
 
         def run(p, options=options):
             return rnnjax.scan(changed, p, xs, initial_state=state, **options)

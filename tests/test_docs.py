@@ -33,7 +33,6 @@ INCOMPLETE = {
     "rnnjax.distributed.data_parallel",
     "rnnjax.distributed.make_mesh",
     "rnnjax.distributed.param_shardings",
-    "rnnjax.train",
 }
 OPTIONAL = {
     "rnnjax.flax": "flax",

@@ -62,8 +62,17 @@ def test_committed_notebook_has_its_thumbnail_and_no_local_paths(path):
     thumbnail = build.FIGURES / f"{path.stem}.png"
     assert thumbnail.is_file(), f"missing {thumbnail}: run python notebooks/build.py"
     assert thumbnail.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = "".join(build.text_outputs(nbformat.read(path, as_version=4)))
-    assert str(ROOT) not in text
+    notebook = nbformat.read(path, as_version=4)
+    text = "".join(build.text_outputs(notebook))
+    stderr = "".join(
+        output.text
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stderr"
+    )
+    assert str(ROOT) not in text + stderr
+    assert "site-packages" not in stderr, "a warning leaks a local install path"
 
 
 def test_texts_match_tolerates_last_digits_only():
@@ -117,7 +126,7 @@ def test_write_thumbnail_scales_the_main_figure(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(10, 5), dpi=100)
+    fig = plt.figure(figsize=(16, 8), dpi=100)  # 1600 px: shrunk to THUMBNAIL_WIDTH
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)

@@ -67,7 +67,10 @@ def _resets(starts=STARTS):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(
+    "name", ["lstm", "gru", pytest.param("gru_reset_after", marks=pytest.mark.slow),
+             pytest.param("simple_rnn", marks=pytest.mark.slow)],
+)  # fmt: skip
 @pytest.mark.parametrize("path", ["fast", "generic", "remat"])
 def test_scan_resets_equal_separate_segments(x64, name, path, reverse):
     cell, params, xs, state = _setup(name)
@@ -112,9 +115,13 @@ PLANS = {
 }
 
 
-@pytest.mark.parametrize("plan", PLANS)
-@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after"])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    ("name", "plan", "reverse"),
+    [("lstm", "row_major", True), ("lstm", "feature_major", False), ("lstm", "partitioned", True),
+     ("gru", "partitioned", False), ("gru_reset_after", "partitioned", True),
+     pytest.param("gru_reset_after", "feature_major", True, marks=pytest.mark.slow),
+     pytest.param("gru", "row_major", True, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_forced_loops_with_resets_equal_separate_segments(x64, name, plan, reverse):
     cell, params, x, state = _setup(name, batch=3)
     starts = [(3, 4, 7), (), (1,)]

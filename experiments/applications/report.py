@@ -1,24 +1,20 @@
 """Write ``docs/applications.md`` from the committed default-size results of every application.
 
 Reads ``experiments/results/applications/<name>/results.json`` (written by each application's
-default-size run), copies their figures to ``docs/figures/applications/`` (MkDocs serves only
-``docs/``) and writes the page: one table of every result with its spread over seeds, its
-baselines, the issue's target and the wall time, then a section per application. Numbers on
-the page come only from those JSON files.
+default-size run) and writes the page: one table of every result with its spread over seeds, its
+baselines, the issue's target and the wall time, then a section per application with its figures
+(linked where the docs hook serves them). Numbers on the page come only from those JSON files.
 
     python -m experiments.applications.report
 """
 
 import json
-import shutil
 from pathlib import Path
 
 from experiments import _common
 from experiments.applications import RESULTS, _runs
 
-DOCS = _common.REPOSITORY / "docs"
-FIGURES = DOCS / "figures" / "applications"
-PAGE = DOCS / "applications.md"
+PAGE = _common.REPOSITORY / "docs" / "applications.md"
 FIGURE_FILES = {  # results folder -> figure files drawn by its run
     "digits": ["digits.png"],
     "ecg": ["ecg.png"],
@@ -30,22 +26,24 @@ FIGURE_FILES = {  # results folder -> figure files drawn by its run
 
 
 def load(name: str) -> dict | None:
-    """The committed default-size ``results.json`` of application folder ``name``, or None."""
+    """The committed default-size ``results.json`` of application folder ``name``, or None when
+    there is none (or only one from before the runs over seeds, which lacks ``seconds``)."""
     path = RESULTS / name / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return data if "seconds" in data and data["config"].get("size") == "default" else None
 
 
-def copy_figures() -> dict[str, list[str]]:
-    """Copy each application's figures to ``docs/figures/applications/<name>_<file>``."""
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    copied = {}
+def figures() -> dict[str, list[str]]:
+    """Each application's figures as links from this page: the docs hook (``docs/hooks.py``)
+    serves every committed results figure as ``results/<folder>/<file>``."""
+    links = {}
     for name, files in FIGURE_FILES.items():
-        for file in files:
-            source = RESULTS / name / file
-            if source.exists():
-                shutil.copyfile(source, FIGURES / f"{name}_{file}")
-                copied.setdefault(name, []).append(f"figures/applications/{name}_{file}")
-    return copied
+        if load(name) is not None:
+            links[name] = [f"results/applications/{name}/{file}" for file in files
+                           if (RESULTS / name / file).exists()]  # fmt: skip
+    return links
 
 
 def _total(seconds: dict) -> str:
@@ -84,7 +82,7 @@ def rows(results: dict[str, dict | None]) -> list[list[str]]:
         for cell in ("lstm", "gru"):
             stats = data["rmse_over_seeds"][cell]
             if name == "forecasting":
-                target, met = "≤ 1.05 × ARIMA", _yes(stats["mean"] <= 1.05 * arima)
+                target, met = "LSTM or GRU ≤ 1.05 × ARIMA", _yes(stats["mean"] <= 1.05 * arima)
             else:
                 target, met = "< seasonal naive, persistence", _yes(stats["mean"] < naive)
             table.append([f"forecasting, {label}", cell.upper(),
@@ -121,6 +119,9 @@ def rows(results: dict[str, dict | None]) -> list[list[str]]:
                           "1.0" if attention else "(the foil)",
                           _yes(stats["mean"] >= 1.0) if attention else "",
                           _total(dates["seconds"][kind])])  # fmt: skip
+    for name, data in results.items():
+        if data is None:
+            table.append([name, "", "no default-size run committed", "", "", "**no**", ""])
     return table
 
 
@@ -141,23 +142,26 @@ def stamps(results: dict[str, dict | None]) -> list[str]:
     return lines
 
 
+def _figures(name: str, links: dict[str, list[str]]) -> str:
+    if name not in links:
+        return "_No default-size run committed._"
+    return "\n\n".join(f"![{name}]({path})" for path in links[name])
+
+
 def main(argv=None):
     _common.parse_args("applications.report", __doc__, argv)
     results = {name: load(name) for name in FIGURE_FILES}
-    figures = copy_figures()
+    links = figures()
     header = ["application", "model", "result (mean ± std (min-max) over seeds)", "baselines",
               "target", "met", "time"]  # fmt: skip
     template = (Path(__file__).parent / "report_page.md").read_text()
     page = template.format(
         table=_common.markdown_table(header, rows(results)),
         stamps="\n".join(stamps(results)),
-        **{
-            f"figure_{name}": "\n\n".join(f"![{name}]({path})" for path in paths)
-            for name, paths in figures.items()
-        },  # fmt: skip
+        **{f"figure_{name}": _figures(name, links) for name in FIGURE_FILES},
     )
     PAGE.write_text(page)
-    _common.logger.info("wrote %s and %d figures", PAGE, sum(map(len, figures.values())))
+    _common.logger.info("wrote %s", PAGE)
 
 
 if __name__ == "__main__":

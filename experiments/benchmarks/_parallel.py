@@ -1,11 +1,12 @@
-"""Parallel-in-time rows: sequential ``rnnjax.scan`` against DEER, quasi-DEER and min-GRU.
+"""Parallel-in-time rows: sequential ``rnnjax.scan`` against DEER, ELK (and quasi forms), min-GRU.
 
-At each ``T`` of ``config["parallel"]`` (``{"H", "B", "D", "T": [...], "rounds"}``) five
+At each ``T`` of ``config["parallel"]`` (``{"H", "B", "D", "T": [...], "rounds"}``) seven
 contenders run on the same batch, forward and forward+backward (``grad`` of ``sum(ys)`` with
 respect to the params), interleaved as the rest of the suite (``_timing.interleaved``):
 
 * ``gru/scan``: ``rnnjax.scan`` of the reset-after GRU the comparisons use (fused path);
-* ``gru/deer`` and ``gru/quasi_deer``: ``rnnjax.parallel_scan`` of the same cell and params;
+* ``gru/deer``, ``gru/quasi_deer``, ``gru/elk`` and ``gru/quasi_elk``: ``rnnjax.parallel_scan``
+  of the same cell and params (ELK: damped Newton steps through a parallel Kalman smoother);
 * ``min_gru/scan`` and ``min_gru/parallel_minimal_scan``: the min-GRU one step at a time and as
   one associative scan in log space.
 
@@ -30,10 +31,13 @@ CONTENDERS = (
     ("gru", "scan"),
     ("gru", "deer"),
     ("gru", "quasi_deer"),
+    ("gru", "elk"),
+    ("gru", "quasi_elk"),
     ("min_gru", "scan"),
     ("min_gru", "parallel_minimal_scan"),
 )
 MODES = ("forward", "forward_backward")
+NEWTON = ("deer", "quasi_deer", "elk", "quasi_elk")
 
 logger = logging.getLogger("experiments.benchmarks")
 
@@ -111,7 +115,7 @@ def _time_point(shape: dict, rounds: int, options: dict | None) -> list[dict]:
     rows = []
     for (name, method, mode), stats in times.items():
         ys, iterations, converged, fell_back = outputs[name, method]["forward"]
-        newton = method in ("deer", "quasi_deer")
+        newton = method in NEWTON
         result = outputs[name, method][mode]
         reference = outputs[name, "scan"][mode]
         rows.append({
