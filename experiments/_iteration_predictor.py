@@ -27,17 +27,29 @@ FEATURES = ("1", "lambda", "max(lambda,0) log T", "log T")
 
 
 def _cells(config):
-    """``name -> (cell, params_fn(key))``: tanh RNNs per gain, GRU and LSTM, untrained/trained."""
+    """``name -> (kind, params_fn(key))``: tanh RNNs per gain, GRU and LSTM, untrained/trained.
+
+    One cell object per kind, so that each kind compiles once per ``T``.
+    """
     hidden, size = config["predictor_hidden"], config["input_size"]
+    kinds = {
+        "tanh": rnnjax.simple_rnn(hidden),
+        "gru": rnnjax.gru(hidden),
+        "lstm": rnnjax.lstm(hidden),
+    }
     cells = {}
     for gain in config["predictor_gains"]:
-        init = jax.nn.initializers.normal(gain / np.sqrt(hidden))
-        cell = rnnjax.simple_rnn(hidden, recurrent_init=init)
-        cells[f"tanh g={gain}"] = (cell, functools.partial(cell.init, input_size=size))
-    for name, cell in (("gru", rnnjax.gru(hidden)), ("lstm", rnnjax.lstm(hidden))):
-        cells[name] = (cell, functools.partial(cell.init, input_size=size))
-        cells[f"{name} trained"] = (cell, functools.partial(_trained, cell, size))
-    return cells
+
+        def tanh_params(key, gain=gain):
+            params = kinds["tanh"].init(key, size)
+            w_h = gain * jax.random.normal(jax.random.fold_in(key, 7), params.w_h.shape)
+            return params._replace(w_h=w_h / np.sqrt(hidden))
+
+        cells[f"tanh g={gain}"] = ("tanh", tanh_params)
+    for name in ("gru", "lstm"):
+        cells[name] = (name, functools.partial(kinds[name].init, input_size=size))
+        cells[f"{name} trained"] = (name, functools.partial(_trained, kinds[name], size))
+    return kinds, cells
 
 
 def _trained(cell, size, key, steps=20):
@@ -100,10 +112,11 @@ def _common_best(fn, *args, repeats):
 
 def dataset(config) -> list[dict]:
     rows = []
-    cells = _cells(config)
+    kinds, cells = _cells(config)
+    compiled = {kind: _runners(cell, config) for kind, cell in kinds.items()}
     for name in _common.progress(list(cells), "predictor cells"):
-        cell, make = cells[name]
-        runners = _runners(cell, config)
+        kind, make = cells[name]
+        cell, runners = kinds[kind], compiled[kind]
         for seed in range(config["predictor_seeds"]):
             key = jax.random.key(1000 + seed)
             params = make(key)
@@ -205,9 +218,9 @@ SIZES = {
         "predictor_steps": [32], "predictor_max_iter": 64, "decay_window": 16, "repeats": 1,
     },
     "default": {
-        "predictor_hidden": 8, "input_size": 4, "predictor_gains": [0.5, 1.0, 1.5, 2.0],
-        "predictor_seeds": 2, "predictor_steps": [64, 256], "predictor_max_iter": 256,
-        "decay_window": 32, "repeats": 3,
+        "predictor_hidden": 6, "input_size": 3, "predictor_gains": [0.5, 1.0, 1.5, 2.0],
+        "predictor_seeds": 2, "predictor_steps": [48, 160], "predictor_max_iter": 160,
+        "decay_window": 24, "repeats": 3,
     },
     "full": {
         "predictor_hidden": 32, "input_size": 8,

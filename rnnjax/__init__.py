@@ -23,6 +23,8 @@ from rnnjax._cells import RNNState as RNNState
 from rnnjax._cells import gru as gru
 from rnnjax._cells import lstm as lstm
 from rnnjax._cells import simple_rnn as simple_rnn
+from rnnjax._export import export as export
+from rnnjax._export import load as load
 from rnnjax._layers import BidirectionalParams as BidirectionalParams
 from rnnjax._layers import DenseParams as DenseParams
 from rnnjax._layers import Layer as Layer
@@ -44,10 +46,20 @@ from rnnjax._parallel_scan import ConvergenceError as ConvergenceError
 from rnnjax._parallel_scan import ParallelScanInfo as ParallelScanInfo
 from rnnjax._parallel_scan import parallel_scan as parallel_scan
 from rnnjax._scan import scan as scan
+from rnnjax._streaming import StreamState as StreamState
+from rnnjax._streaming import feed as feed
+from rnnjax._streaming import init_stream as init_stream
+from rnnjax._streaming import reset_streams as reset_streams
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "StreamState",
+    "reset_streams",
+    "load",
+    "init_stream",
+    "feed",
+    "export",
     "Attention",
     "bahdanau_attention",
     "BahdanauParams",

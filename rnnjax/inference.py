@@ -16,6 +16,13 @@ every sequence has the length of the first), this engine
 
 Any rnnjax cell works (``simple_rnn``, ``lstm``, ``gru``); weights in the seed's Java layout come in
 through :meth:`InferenceEngine.from_seed_rnn` and :meth:`InferenceEngine.from_seed_lstm`.
+
+Beyond batch runs: :func:`rnnjax.export` writes a trained model, params included, as a
+``jax.export`` artifact with symbolic batch and time axes, which :func:`rnnjax.load` runs in any
+process with JAX, without rnnjax's model code. For online inference, one chunk at a time with the
+state kept between calls for one stream or many, use :func:`rnnjax.init_stream`,
+:func:`rnnjax.feed` and :func:`rnnjax.reset_streams` (pure and jit-able; feeding chunk by chunk
+equals the full run). See the docs' serving guide.
 """
 
 from collections.abc import Sequence

@@ -23,7 +23,14 @@ SEED_LSTM_GATES = ("f", "i", "g", "o")
 
 
 def _array(value, name: str, rank: int, layout: str) -> np.ndarray:
-    array = np.asarray(to_numpy(value) if hasattr(value, "shape") else value, dtype=np.float64)
+    try:
+        array = np.asarray(to_numpy(value) if hasattr(value, "shape") else value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        # Ragged nested lists and strings fail inside NumPy; say which argument and why.
+        raise ValueError(
+            f"{name} must be a rectangular nested list or array of numbers of shape {layout}; "
+            f"got {type(value).__name__} that NumPy cannot read as float64 ({error})."
+        ) from None
     if array.ndim != rank or 0 in array.shape:
         raise ValueError(
             f"{name} must be a non-empty nested list or array of shape {layout}; "
