@@ -222,11 +222,11 @@ SIZES = {
         "predictor_seeds": 2, "predictor_steps": [48, 160], "predictor_max_iter": 160,
         "decay_window": 24, "repeats": 3,
     },
+    # The GPU check (a few minutes on one GPU, mostly compilation): --full.
     "full": {
-        "predictor_hidden": 32, "input_size": 8,
-        "predictor_gains": [0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
-        "predictor_seeds": 4, "predictor_steps": [100, 300, 1000], "predictor_max_iter": 1000,
-        "decay_window": 64, "repeats": 5,
+        "predictor_hidden": 16, "input_size": 4, "predictor_gains": [0.5, 1.0, 1.5, 2.0],
+        "predictor_seeds": 1, "predictor_steps": [100, 1000], "predictor_max_iter": 300,
+        "decay_window": 32, "repeats": 3,
     },
 }  # fmt: skip
 

@@ -9,6 +9,10 @@ of the step Jacobians' spectral norms ``||diag(tanh'(s_{t-1})) W||_2``; DEER and
 ``max_iter`` (Gonzalez et al. 2025 tie DEER's difficulty to the Lyapunov exponent: contractive
 cells, the ones whose gradients vanish, converge in a few iterations; chaotic ones do not).
 
+Part 3 (``experiments._iteration_predictor``): DEER's and ELK's iterations predicted from the
+largest Lyapunov exponent across cells, seeds and ``T``; how often ``method="auto"`` picks the
+fastest of scan, DEER and ELK.
+
 Part 2 (wall time against T). An untrained GRU (as in Lim et al. 2024) over random inputs:
 ``rnnjax.scan`` (sequential), DEER, quasi-DEER, and a min-GRU (Feng et al. 2024) both through
 ``rnnjax.scan`` and through its log-space associative scan; forward pass for every ``T`` and
@@ -32,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import rnnjax
-from experiments import _common
+from experiments import _common, _iteration_predictor
 from rnnjax._minimal import min_gru, parallel_minimal_scan
 from rnnjax._parallel_scan import parallel_scan
 
@@ -331,17 +335,20 @@ def run(config: dict, out_dir) -> dict:
     times = timing(config)
     hidden = hidden_sweep(config)
     results = {"config": config, "gain_sweep": sweep, "timing": times, "hidden_sweep": hidden}
+    lines = summary(sweep, times, hidden, config)
+    if "predictor_steps" in config:
+        results["predictor"] = _iteration_predictor.run(config)
+        lines += ["", *_iteration_predictor.summary(results["predictor"])]
     _common.write_json(out_dir, results)
     plot(sweep, times, out_dir)
-    _common.write_summary(
-        out_dir, "Parallel-in-time evaluation", summary(sweep, times, hidden, config)
-    )
+    _common.write_summary(out_dir, "Parallel-in-time evaluation", lines)
     return results
 
 
 def main(argv=None):
     args = _common.parse_args("parallel_in_time", __doc__, argv)
-    run(_common.pick_size(SIZES, args), args.out)
+    config = {**_iteration_predictor.SIZES[args.size], **_common.pick_size(SIZES, args)}
+    run(config, args.out)
 
 
 if __name__ == "__main__":

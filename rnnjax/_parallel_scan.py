@@ -119,11 +119,11 @@ def parallel_scan(
     do, not by ``tol``.
 
     DEER diverges on chaotic cells (its Jacobian products overflow); a step that would overflow
-    takes the Picard value ``f(s_{t-1})`` instead, so DEER still ends, slowly. ELK's damping
-    keeps every step finite and lowers the residual's sum of squares each accepted step, so it
-    converges where DEER cannot within ``max_iter``. ``"auto"`` picks ``scan``, ``"deer"`` or
-    ``"elk"`` from a cheap estimate of the cell's largest Lyapunov exponent on a prefix of
-    ``xs`` (see :func:`rnnjax._parallel_auto.parallel_method`); under ``jit`` the choice is a ``lax.switch``
+    takes the Picard value ``f(s_{t-1})`` instead, so DEER still ends, slowly (of order ``T``
+    iterations). ELK's damped steps stay finite and each accepted one lowers the residual's sum of
+    squares; a rejected one takes DEER's guarded step. ``"auto"`` picks ``scan``, ``"deer"`` or
+    ``"elk"`` from a cheap estimate of the cell's largest Lyapunov exponent on a prefix of ``xs``
+    (``rnnjax._parallel_auto.parallel_method``); under ``jit`` the choice is a ``lax.switch``
     (under ``vmap`` every branch runs, so choose outside ``vmap`` there).
 
     Gradients (reverse mode only) come from the implicit function theorem, never from

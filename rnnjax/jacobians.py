@@ -462,9 +462,7 @@ def bptt_terms(
     return jax.vmap(immediate)(visited[:-1], xs.astype(visited.dtype), upstream)
 
 
-def lyapunov_exponents(
-    step_jacobians: jax.Array, *, num: int = 1, burn_in: int = 0
-) -> jax.Array:
+def lyapunov_exponents(step_jacobians: jax.Array, *, num: int = 1, burn_in: int = 0) -> jax.Array:
     r"""The ``num`` largest Lyapunov exponents of a trajectory, by the QR method (per step).
 
     ``Q_0 = I[:, :num]``; each step ``J_t Q_{t-1} = Q_t R_t`` (reduced QR) and

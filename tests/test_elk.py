@@ -75,6 +75,7 @@ def test_elk_outputs_and_gradients_match_scan(method, x64):
     assert bool(info.converged) and not bool(info.fell_back) and int(info.iterations) >= 1
 
 
+@pytest.mark.slow
 def test_elk_check_grads(x64):
     cell = rnnjax.lstm(2, param_dtype=jnp.float64)
     params = cell.init(jax.random.key(3), INPUT)
@@ -133,7 +134,9 @@ def test_chaotic_cell_converges_within_the_sensitivity_bound(dtype, request):
         assert error <= bound, (method, error, bound)
 
 
-@pytest.mark.parametrize("method", ["deer", "quasi_deer", "elk"])
+@pytest.mark.parametrize(
+    "method", ["deer", "quasi_deer", pytest.param("elk", marks=pytest.mark.slow)]
+)
 def test_stopping_rule_is_pinned(method, x64):
     """The iteration stops at the first iterate whose residual is <= tol, never before.
 
@@ -174,7 +177,14 @@ def test_zero_steps_behaves_like_scan():
         assert bool(info.converged) and int(info.iterations) == 0
 
 
-@pytest.mark.parametrize("method, reverse", [("deer", False), ("quasi_elk", False), ("deer", True)])
+@pytest.mark.parametrize(
+    "method, reverse",
+    [
+        ("deer", False),
+        pytest.param("quasi_elk", False, marks=pytest.mark.slow),
+        pytest.param("deer", True, marks=pytest.mark.slow),
+    ],
+)
 def test_resets_equal_running_the_segments_separately(method, reverse, x64):
     cell = rnnjax.gru(HIDDEN, param_dtype=jnp.float64)
     params = cell.init(jax.random.key(7), INPUT)
@@ -219,6 +229,7 @@ def test_auto_picks_a_method_and_matches_scan():
     assert choice in ("scan", "deer", "elk")
     _, ys = rnnjax.scan(cell, params, xs)
     auto = functools.partial(parallel_scan, cell, method="auto")
+    # Eager: the choice is made in Python; under jit it is a lax.switch over the three.
     for run in (auto, _jit(auto)):
         _, p_ys, info = run(params, xs)
         assert bool(info.converged)

@@ -242,3 +242,24 @@ def test_derivative_plan_must_save(x64):
     cell, params, xs, state = _setup("lstm")
     with pytest.raises(ValueError, match="derivative must be a Plan with saved=True"):
         forced(cell, Plan(), Plan())(params, xs[None], initial_state=None)
+
+
+def test_vmap_of_scan_runs_the_batch_wide_loops():
+    """``jax.vmap`` of a one-sequence scan reaches the time-major loops planned for the whole
+    batch: at ``B = 16``, ``H = 256`` on a multi-core CPU the plan splits the hidden units into
+    parts, whose feature-major ``[H/P, B]`` carries appear in the traced program."""
+    if jax.default_backend() != "cpu" or _fast.cores() < 2:
+        pytest.skip("the partitioned plan needs XLA:CPU and two cores")
+    cell = rnnjax.lstm(256)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 8))
+    x = jax.ShapeDtypeStruct((16, 5, 8), jnp.float32)
+    parts = _fast.plan("lstm", 16, 256, "cpu", _fast.cores(), False).parts
+    assert parts > 1
+
+    def vmapped(params, x):
+        return jax.vmap(lambda xs: rnnjax.scan(cell, params, xs)[1])(x)
+
+    text = str(jax.make_jaxpr(vmapped)(params, x))
+    assert f"f32[{256 // parts},16]" in text
+    one = jax.make_jaxpr(lambda p, xs: rnnjax.scan(cell, p, xs)[1])(params, jnp.zeros((5, 8)))
+    assert f"f32[{256 // parts},16]" not in str(one)

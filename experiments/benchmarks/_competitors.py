@@ -63,7 +63,7 @@ def _jax_runner(apply, params, x) -> Runner:
 def rnnjax_cell(cell: str, hidden: int, *, plain: bool = False) -> rnnjax.Cell:
     """The rnnjax cell as a user builds it (``"gru"`` is the reset-after GRU, PyTorch's form;
     ``"gru_seed"`` ``rnnjax.gru``'s default); ``plain`` wraps ``recur`` so ``rnnjax.scan`` takes
-    the step-by-step autodiff path instead of ``rnnjax._fused`` (the ablation of the fast path)."""
+    the step-by-step autodiff path instead of ``rnnjax._fast`` (the ablation of the fast path)."""
     if cell == "gru":
         core = rnnjax.gru(hidden, reset_after=True)
     elif cell == "gru_seed":
