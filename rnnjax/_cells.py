@@ -245,6 +245,7 @@ def _init(spec: _Spec, key: jax.Array, input_size: int):
 
 def _initial_state(spec: _Spec, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
     shape = batch_shape_of(batch_shape) + (spec.hidden,)
+    _checks.floating_dtype(dtype, "dtype")
     return spec.state_type(*(jnp.zeros(shape, dtype) for _ in spec.state_type._fields))
 
 
@@ -299,6 +300,10 @@ def _make_cell(
     """
     if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
         raise ValueError(f"hidden_size must be a positive int; got {hidden_size!r}.")
+    for option in ("dtype", "param_dtype"):
+        if config.get(option) is not None:
+            _checks.floating_dtype(config[option], option)
+    _checks.callable_or_none(config.get("activation"), "activation", "jnp.tanh")
     config = Config(config)
     spec = _Spec(name, hidden_size, num_gates, params_type, state_type, make_params, update, config)
     step, project_inputs, recur = (Partial(f, (spec,)) for f in (_step, _project_inputs, _recur))

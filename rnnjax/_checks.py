@@ -20,6 +20,36 @@ def floating_array(x, name: str) -> jax.Array:
     return x
 
 
+def floating_dtype(dtype, name: str) -> None:
+    """Raise ``TypeError`` unless ``dtype`` names a floating-point dtype."""
+    try:
+        ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"{name} must be a floating-point dtype (jnp.float32, jnp.float64, jnp.bfloat16, "
+            f"jnp.float16); got {dtype!r}."
+        )
+
+
+def callable_or_none(value, name: str, example: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is callable (or ``None``); ``example`` shows a fix."""
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function (for example {example}) or None; "
+            f"got {type(value).__name__} {value!r}."
+        )
+
+
+def boolean(value, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is a Python or NumPy bool (a static flag)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(
+            f"{name} must be a bool (True or False); got {type(value).__name__} {value!r}."
+        )
+
+
 def cell_params(params, params_type: type, name: str, label: str) -> None:
     """Raise ``TypeError`` unless ``params`` is a ``params_type`` (the params of cell ``name``,
     spelled ``label`` in messages) whose array fields are all floating point (integer weights

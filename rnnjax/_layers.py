@@ -446,6 +446,7 @@ def dense(
     """
     if not isinstance(features, int) or features < 1:
         raise ValueError(f"features must be a positive int; got {features!r}.")
+    _checks.callable_or_none(activation, "activation", "jax.nn.relu")
 
     def init(key, input_shape):
         w = kernel_init(key, (_check_input_shape(input_shape), features), jnp.float32)

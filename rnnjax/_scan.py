@@ -149,6 +149,7 @@ def scan(
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
     num_steps = xs.shape[0]
+    _checks.boolean(reverse, "reverse")
     resets = _check_resets(resets, (num_steps,))
     if remat_chunk is not None:
         if not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool) or remat_chunk < 1:
@@ -162,7 +163,11 @@ def scan(
         xs = _mask.zero_padding(xs, valid)
     starts = None if resets is None else _mask.segment_starts(resets, reverse)
     # Checks the params and gives the projection's dtype without computing it.
-    projected = jax.eval_shape(cell.project_inputs, params, xs)
+    try:
+        projected = jax.eval_shape(cell.project_inputs, params, xs)
+    except ValueError:
+        _check_width(params, xs)
+        raise
     state = _check_initial_state(
         cell, initial_state, jnp.result_type(projected.dtype, *jax.tree_util.tree_leaves(params))
     )
@@ -203,6 +208,16 @@ def scan(
         body, state, padded, reverse, loop_unroll, remat_chunk, num_steps,
         lambda inputs: (project(inputs[0]), *inputs[1:]),
     )  # fmt: skip
+
+
+def _check_width(params, xs) -> None:
+    """Name ``xs`` (the cell names its one-step ``x``) when its width does not fit ``w_x``."""
+    w_x = getattr(params, "w_x", None)
+    if hasattr(w_x, "shape") and len(w_x.shape) == 2 and xs.shape[-1] != w_x.shape[0]:
+        raise ValueError(
+            f"xs must have shape (T, input_size={w_x.shape[0]}) to match params.w_x "
+            f"{tuple(w_x.shape)}; got shape {tuple(xs.shape)}."
+        ) from None
 
 
 def _loop(body, carry, inputs, reverse, unroll, chunk, num_steps, prepare=None):
