@@ -42,6 +42,7 @@ from rnnjax._norm_cells import LayerNormGRUParams as LayerNormGRUParams
 from rnnjax._norm_cells import LayerNormLSTMParams as LayerNormLSTMParams
 from rnnjax._norm_cells import layer_norm_gru as layer_norm_gru
 from rnnjax._norm_cells import layer_norm_lstm as layer_norm_lstm
+from rnnjax._parallel_auto import parallel_method as parallel_method
 from rnnjax._parallel_scan import ConvergenceError as ConvergenceError
 from rnnjax._parallel_scan import ParallelScanInfo as ParallelScanInfo
 from rnnjax._parallel_scan import parallel_scan as parallel_scan
@@ -54,6 +55,7 @@ from rnnjax._streaming import reset_streams as reset_streams
 __version__ = "0.1.0"
 
 __all__ = [
+    "parallel_method",
     "StreamState",
     "reset_streams",
     "load",

@@ -28,7 +28,6 @@ RESULTS = ROOT / "experiments" / "results"
 # Examples not yet self-contained (they use names they do not define, or need several
 # devices). Remove a name once its example runs alone: the test is strict and says so.
 INCOMPLETE = {
-    "rnnjax._parallel_scan.parallel_scan",
     "rnnjax.distributed",
     "rnnjax.distributed.data_parallel",
     "rnnjax.distributed.make_mesh",
