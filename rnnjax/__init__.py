@@ -1,5 +1,12 @@
 """rnnjax: recurrent networks (RNN, LSTM, GRU) as pure JAX functions over parameter pytrees."""
 
+import sys as _sys
+
+if _sys.version_info < (3, 11):
+    raise ImportError(
+        f"rnnjax needs Python 3.11 or later; this is Python {_sys.version.split()[0]}."
+    )
+
 from rnnjax import distributed as distributed
 from rnnjax import inference as inference
 from rnnjax import interop as interop
@@ -52,7 +59,7 @@ from rnnjax._streaming import feed as feed
 from rnnjax._streaming import init_stream as init_stream
 from rnnjax._streaming import reset_streams as reset_streams
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "parallel_method",
