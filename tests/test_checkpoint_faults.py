@@ -233,13 +233,12 @@ import os, signal, sys
 from orbax.checkpoint._src.path import async_path
 from tests.test_fit_callbacks import _run
 
-real_rename, calls = async_path.rename, []
+real_rename = async_path.rename
 
-async def die_on_the_third(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 3:
+async def die_on_the_third(src, dst):
+    if dst.name == "3":  # the commit of epoch 3's checkpoint
         os.kill(os.getpid(), signal.SIGKILL)
-    return await real_rename(*args, **kwargs)
+    return await real_rename(src, dst)
 
 async_path.rename = die_on_the_third
 _run(epochs=3, checkpoint_dir=sys.argv[1])
