@@ -40,6 +40,10 @@ from rnnjax._layers import dense as dense
 from rnnjax._layers import rnn as rnn
 from rnnjax._layers import serial as serial
 from rnnjax._layers import stack as stack
+from rnnjax._linear_scan import parallel_linear_scan as parallel_linear_scan
+from rnnjax._lru import LRUParams as LRUParams
+from rnnjax._lru import LRUState as LRUState
+from rnnjax._lru import lru as lru
 from rnnjax._minimal import MinGRUParams as MinGRUParams
 from rnnjax._minimal import MinLSTMParams as MinLSTMParams
 from rnnjax._minimal import min_gru as min_gru
@@ -53,6 +57,8 @@ from rnnjax._parallel_auto import parallel_method as parallel_method
 from rnnjax._parallel_scan import ConvergenceError as ConvergenceError
 from rnnjax._parallel_scan import ParallelScanInfo as ParallelScanInfo
 from rnnjax._parallel_scan import parallel_scan as parallel_scan
+from rnnjax._rg_lru import RGLRUParams as RGLRUParams
+from rnnjax._rg_lru import rg_lru as rg_lru
 from rnnjax._scan import scan as scan
 from rnnjax._streaming import StreamState as StreamState
 from rnnjax._streaming import feed as feed
@@ -62,13 +68,6 @@ from rnnjax._streaming import reset_streams as reset_streams
 __version__ = "0.2.0"
 
 __all__ = [
-    "parallel_method",
-    "StreamState",
-    "reset_streams",
-    "load",
-    "init_stream",
-    "feed",
-    "export",
     "Attention",
     "bahdanau_attention",
     "BahdanauParams",
@@ -79,11 +78,14 @@ __all__ = [
     "dense",
     "DenseParams",
     "distributed",
+    "export",
+    "feed",
     "gru",
     "GRU_GATES",
     "GRUParams",
     "GRUState",
     "inference",
+    "init_stream",
     "interop",
     "jacobians",
     "Layer",
@@ -91,6 +93,10 @@ __all__ = [
     "layer_norm_lstm",
     "LayerNormGRUParams",
     "LayerNormLSTMParams",
+    "load",
+    "lru",
+    "LRUParams",
+    "LRUState",
     "lstm",
     "LSTM_GATES",
     "LSTMParams",
@@ -102,9 +108,14 @@ __all__ = [
     "min_lstm",
     "MinGRUParams",
     "MinLSTMParams",
+    "parallel_linear_scan",
+    "parallel_method",
     "parallel_minimal_scan",
     "parallel_scan",
     "ParallelScanInfo",
+    "reset_streams",
+    "rg_lru",
+    "RGLRUParams",
     "rnn",
     "RNNParams",
     "RNNState",
@@ -112,5 +123,6 @@ __all__ = [
     "serial",
     "simple_rnn",
     "stack",
+    "StreamState",
     "train",
 ]
