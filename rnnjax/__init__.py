@@ -2,7 +2,7 @@
 
 import sys as _sys
 
-if _sys.version_info < (3, 11):
+if _sys.version_info < (3, 11):  # noqa: UP036 - a checkout on PYTHONPATH skips pip's check
     raise ImportError(
         f"rnnjax needs Python 3.11 or later; this is Python {_sys.version.split()[0]}."
     )
