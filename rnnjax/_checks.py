@@ -118,3 +118,17 @@ def unroll(unroll) -> int | bool | None:
             f"default); got {unroll!r}."
         )
     return int(unroll)
+
+
+def resets(resets, shape: tuple, name: str = "resets"):
+    """``resets`` as a bool array of ``shape``, or ``None``."""
+    if resets is None:
+        return None
+    arr = jnp.asarray(resets)
+    if arr.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name} must have dtype bool (True where a segment starts); got {arr.dtype}."
+        )
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}.")
+    return arr

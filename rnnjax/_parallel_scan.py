@@ -61,21 +61,6 @@ def _check_guess(initial_guess, state, num_steps: int):
     return jax.tree_util.tree_map(lambda g, leaf: jnp.asarray(g, leaf.dtype), initial_guess, state)
 
 
-def _check_resets(resets, num_steps: int):
-    if resets is None:
-        return None
-    resets = jnp.asarray(resets)
-    if resets.dtype != jnp.bool_:
-        raise TypeError(
-            f"resets must have dtype bool (True where a segment starts); got {resets.dtype}."
-        )
-    if resets.shape != (num_steps,):
-        raise ValueError(
-            f"resets must have shape ({num_steps},) (T, one flag per step); got {resets.shape}."
-        )
-    return resets
-
-
 def _sequential_info(dtype) -> ParallelScanInfo:
     return ParallelScanInfo(
         jnp.int32(0), jnp.ones((), bool), jnp.zeros((), dtype), jnp.zeros((), bool)
@@ -187,7 +172,7 @@ def parallel_scan(
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
     num_steps = xs.shape[0]
-    resets = _check_resets(resets, num_steps)
+    resets = _checks.resets(resets, (num_steps,))
     if num_steps == 0:
         final_state, ys = scan(cell, params, xs, initial_state=initial_state, length=length)
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(final_state))

@@ -46,20 +46,6 @@ def _check_initial_state(cell: Cell, initial_state, dtype):
     return initial_state
 
 
-def _check_resets(resets, shape: tuple, name: str = "resets"):
-    """``resets`` as a bool array of ``shape``, or ``None``."""
-    if resets is None:
-        return None
-    arr = jnp.asarray(resets)
-    if arr.dtype != jnp.bool_:
-        raise TypeError(
-            f"{name} must have dtype bool (True where a segment starts); got {arr.dtype}."
-        )
-    if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}.")
-    return arr
-
-
 def runs_own_step(cell: Cell) -> bool:
     """Whether ``cell``'s truth is its own ``step``: a built-in cell whose ``step`` alone was
     replaced (``rnnjax.Cell`` documents the contract)."""
@@ -150,7 +136,7 @@ def scan(
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap or rnnjax.rnn")
     num_steps = xs.shape[0]
     _checks.boolean(reverse, "reverse")
-    resets = _check_resets(resets, (num_steps,))
+    resets = _checks.resets(resets, (num_steps,))
     if remat_chunk is not None:
         if not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool) or remat_chunk < 1:
             raise ValueError(f"remat_chunk must be a positive int or None; got {remat_chunk!r}.")
@@ -267,7 +253,7 @@ def scan_batch(
     if unroll is not None:
         unroll = _checks.unroll(unroll)  # None stays: the plan picks it
     if resets is not None:
-        resets = _check_resets(resets, x.shape[:2])
+        resets = _checks.resets(resets, x.shape[:2])
     batched = jax.vmap(one)
     kernels = _fast.record(_check_cell(cell))
     if remat or remat_chunk is not None or kernels is None:
