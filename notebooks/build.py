@@ -6,7 +6,8 @@
                                            # differ from the committed ones (nothing is written)
 
 Each notebook runs top to bottom in a fresh ``python3`` kernel whose working directory is
-``notebooks/``. The committed notebooks keep their outputs (so they render on a code host) and
+``notebooks/`` and whose ``PYTHONPATH`` starts with the checkout's root (``experiments`` is not
+installed). The committed notebooks keep their outputs (so they render on a code host) and
 their text outputs are deterministic, which is what ``--check`` and ``tests/test_notebooks.py``
 compare: stdout and ``text/plain`` results, cell by cell, with numbers compared to a relative
 tolerance so that last-digit differences between CPUs do not count. Images and stderr (warnings)
@@ -51,6 +52,10 @@ def execute(path: Path, timeout: int = TIMEOUT_S) -> nbformat.NotebookNode:
     notebook = nbformat.read(path, as_version=4)
     # The kernelspec runs `python` from PATH: make that this interpreter (the project's venv).
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    # `experiments` is run from the checkout, never installed: put its root on the kernel's path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(NOTEBOOKS.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     client = NotebookClient(
         notebook,
         timeout=timeout,
