@@ -77,3 +77,22 @@ def test_recreated_cells_and_layers_do_not_retrace():
     for _ in range(3):
         apply(rnnjax.rnn(rnnjax.gru(4)), layer_params, jnp.ones((2, 5, 3)))
     assert len(layer_traces) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "wrap", "options"),
+    [
+        ("variational_dropout", lambda c: rnnjax.train.variational_dropout(c, 0.2), {"rate": 0.2}),
+        ("zoneout", lambda c: rnnjax.train.zoneout(c, 0.1, cell_rate=0.05),
+         {"rate": 0.1, "cell_rate": 0.05}),
+    ],
+)  # fmt: skip
+def test_wrapped_cells_are_hashable_static_arguments(name, wrap, options):
+    cell = wrap(rnnjax.lstm(4))
+    assert cell.config[name] == options and cell.config["forget_bias"] == 1.0
+    with pytest.raises(TypeError):
+        cell.config[name]["rate"] = 0.5  # read-only, like the wrapped cell's own options
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((5, 3))
+    _, ys = jax.jit(rnnjax.scan, static_argnums=0)(cell, params, xs)  # needs hash(cell)
+    assert jnp.allclose(ys, rnnjax.scan(cell, params, xs)[1])

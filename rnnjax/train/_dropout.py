@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks
-from rnnjax._cells import Cell
+from rnnjax._cells import Cell, Config
 
 # Cells whose previous hidden state enters the update only through ``h_{t-1} W_h``; for them
 # masking h is the same as masking the rows of W_h, and much cheaper under vmap.
@@ -221,7 +221,7 @@ def _wrap(cell: Cell, name: str, initial_state, recur, config: dict) -> Cell:
         step=step,
         recur=recur,
         name=f"{name}({cell.name})",
-        config={**cell.config, name: config},
+        config=Config({**cell.config, name: Config(config)}),
     )
 
 
