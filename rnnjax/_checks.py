@@ -132,3 +132,15 @@ def resets(resets, shape: tuple, name: str = "resets"):
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}.")
     return arr
+
+
+def prng_key(key, name: str = "key") -> None:
+    """Raise a ``TypeError`` naming ``name`` unless ``key`` is a typed or raw ``uint32[2]`` key."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,)
+    if not (typed or raw):
+        raise TypeError(
+            f"{name} must be a PRNG key (jax.random.key or jax.random.PRNGKey) or None; got "
+            f"{type(key).__name__} with dtype {getattr(key, 'dtype', None)} and shape "
+            f"{getattr(key, 'shape', None)}."
+        )

@@ -7,6 +7,7 @@ place. ``init(key, input_shape)`` takes the per-example shape, without the batch
 """
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -336,14 +337,7 @@ def _inverted_dropout(key, index: int, x: jax.Array, rate: float) -> jax.Array:
     """Zero each entry of ``x`` with probability ``rate``, scale the rest by ``1 / (1 - rate)``,
     with ``key`` folded with ``index`` (``stack``'s dropout before layer ``index``;
     ``rnnjax.train.dropout`` is the same for users)."""
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,)
-    if not (typed or raw):
-        raise TypeError(
-            f"key must be a PRNG key (jax.random.key or jax.random.PRNGKey) or None; got "
-            f"{type(key).__name__} with dtype {getattr(key, 'dtype', None)} and shape "
-            f"{getattr(key, 'shape', None)}."
-        )
+    _checks.prng_key(key)
     keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, x.shape)
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
 
@@ -476,9 +470,20 @@ def dense(
     return Layer(init, apply, output_shape)
 
 
+def _takes_key(apply) -> bool:
+    try:
+        return "key" in inspect.signature(apply).parameters
+    except (TypeError, ValueError):  # a callable without a signature: never given a key
+        return False
+
+
 @_cached
 def serial(*layers: Layer) -> Layer:
     """Compose layers left to right; params are a tuple, ``lengths`` reaches every layer.
+
+    ``apply(params, x, lengths=None, *, key=None)``: a PRNG ``key`` reaches each layer whose
+    ``apply`` takes one (``stack(..., dropout=)``) as ``jax.random.fold_in(key, index)``;
+    without one, no layer drops anything.
 
     >>> import jax
     >>> import jax.numpy as jnp
@@ -490,6 +495,7 @@ def serial(*layers: Layer) -> Layer:
     for index, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(f"layers[{index}] must be an rnnjax Layer; got {type(layer).__name__}.")
+    takes_key = tuple(_takes_key(layer.apply) for layer in layers)
 
     def init(key, input_shape):
         params, shape = [], tuple(input_shape)
@@ -507,13 +513,18 @@ def serial(*layers: Layer) -> Layer:
             shape = layer.output_shape(shape)
         return tuple(params)
 
-    def apply(params, x, lengths=None):
+    def apply(params, x, lengths=None, *, key=None):
         if len(params) != len(layers):
             raise ValueError(
                 f"params must hold one entry per layer ({len(layers)}); got {len(params)}."
             )
-        for layer, p in zip(layers, params, strict=True):
-            x = layer.apply(p, x, lengths=lengths)
+        if key is not None:
+            _checks.prng_key(key)
+        for index, (layer, p) in enumerate(zip(layers, params, strict=True)):
+            if key is not None and takes_key[index]:
+                x = layer.apply(p, x, lengths=lengths, key=jax.random.fold_in(key, index))
+            else:
+                x = layer.apply(p, x, lengths=lengths)
         return x
 
     def output_shape(input_shape):

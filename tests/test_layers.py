@@ -141,6 +141,23 @@ def test_dense_masks_padded_steps_and_serial_passes_lengths():
     assert bool(jnp.all(y[0] != 0.0))
 
 
+def test_serial_passes_a_folded_key_to_layers_that_take_one():
+    stack = rnnjax.stack([rnnjax.lstm(4), rnnjax.lstm(4)], dropout=0.5, return_sequences=True)
+    head = rnnjax.dense(3)
+    model = rnnjax.serial(head, stack, head)  # the stack is layer 1: it gets fold_in(key, 1)
+    key = jax.random.key(7)
+    x = jnp.ones((3, 6, 2))
+    params = model.init(KEY, (6, 2))
+    y = model.apply(params, x, key=key)
+    h = stack.apply(params[1], head.apply(params[0], x), key=jax.random.fold_in(key, 1))
+    assert_close(y, head.apply(params[2], h))
+    no_dropout = model.apply(params, x)
+    assert_close(
+        no_dropout, head.apply(params[2], stack.apply(params[1], head.apply(params[0], x)))
+    )
+    assert not np.allclose(y, no_dropout)  # the key reached the stack's dropout
+
+
 def test_dense_without_bias():
     layer = rnnjax.dense(2, use_bias=False)
     params = layer.init(KEY, (5,))
@@ -197,6 +214,12 @@ class TestBadInput:
         model = rnnjax.serial(self.layer, rnnjax.dense(1))
         with pytest.raises(ValueError, match=r"one entry per layer \(2\); got 1"):
             model.apply((self.params,), _batch())
+
+    def test_serial_rejects_a_key_that_is_not_a_prng_key(self):
+        model = rnnjax.serial(self.layer, rnnjax.dense(1))
+        params = model.init(KEY, (6, 2))
+        with pytest.raises(TypeError, match=r"key must be a PRNG key .* got int"):
+            model.apply(params, _batch(), key=0)
 
     def test_serial_rejects_non_layers(self):
         with pytest.raises(TypeError, match=r"layers\[0\] must be an rnnjax Layer; got Cell"):
