@@ -11,7 +11,6 @@ import numpy as np
 import optax
 import pytest
 
-import rnnjax.train as train
 from experiments.applications import _runs, char_lm, dates_seq2seq, digits, ecg, forecasting
 from experiments.applications._seq2seq import seq2seq
 
@@ -82,6 +81,8 @@ def test_digits_rows_gru_beats_chance():
 def test_char_lm_corpus_baselines_and_sampling():
     text = char_lm.corpus(20_000)
     assert len(text) == 20_000 and all(c == "\n" or " " <= c <= "~" for c in text)
+    leading = char_lm.docstrings(20_000)
+    assert len(char_lm.SEPARATOR.join(leading)) <= 20_000 and text.startswith(leading[0])
     ids = np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64)
     bits = char_lm.ngram_bits(ids[:15_000], ids[15_000:], 128)
     assert 3.0 < bits["bigram"] < bits["unigram"] < 7.0  # English: ~4.4 unigram bits
@@ -99,21 +100,56 @@ def test_char_lm_corpus_baselines_and_sampling():
     assert 0.77 < share < 0.9
 
 
+def test_char_lm_split_deals_whole_docstrings_by_characters():
+    texts = char_lm.docstrings(60_000)
+    assert char_lm.split_docstrings(texts) == char_lm.split_docstrings(texts)  # one fixed split
+    assert char_lm.split_docstrings(texts) != char_lm.split_docstrings(texts, seed=1)
+    texts = [f"doc {i}: " + "x" * (7 * i % 97) for i in range(400)]  # no blank line inside
+    parts = char_lm.split_docstrings(texts)
+    dealt = [part.split(char_lm.SEPARATOR) for part in parts]
+    assert sorted(sum(dealt, [])) == sorted(texts)  # every docstring in exactly one part
+    total = sum(len(t) + len(char_lm.SEPARATOR) for t in texts)
+    longest = max(len(t) for t in texts) + len(char_lm.SEPARATOR)
+    for part, fraction in zip(parts, char_lm.SPLIT, strict=True):
+        assert abs(len(part) - fraction * total) <= 2 * longest  # boundaries fall between docs
+
+
+def test_char_lm_stream_bits_carry_the_state_across_chunks():
+    """Reading the held-out ids in chunks with the state carried equals one pass over the whole
+    sequence (NumPy log-softmax of the model's logits); windows from a zero state differ."""
+    model, cell = char_lm.language_model(7, 8)
+    params = model.init(jax.random.key(0), (10,))
+    embedding, lstm, output = params  # larger inputs and logits than at init: a state that matters
+    params = (
+        embedding._replace(table=20.0 * embedding.table),
+        lstm,
+        output._replace(w=3.0 * output.w),
+    )
+    ids = np.random.default_rng(0).integers(0, 7, 237).astype(np.int32)
+    logits = np.asarray(model.apply(params, ids[None, :-1])[0], np.float64)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    expected = -np.mean(log_probs[np.arange(236), ids[1:]]) / np.log(2)
+    for chunk in (50, 236, 1000):
+        assert abs(char_lm.stream_bits(params, cell, ids, chunk) - expected) < 1e-5
+    assert abs(char_lm.window_bits(model, params, ids, 236) - expected) < 1e-5  # one window
+    assert abs(char_lm.window_bits(model, params, ids, 5) - expected) > 1e-2
+
+
 @pytest.mark.slow
 def test_char_lm_short_run_beats_the_unigram_model():
-    """An untrained model scores log2(vocabulary) (~6.5 bits); a short run must pass the add-one
-    unigram model's bits per character on held-out text."""
-    text = char_lm.corpus(60_000)
-    alphabet = sorted(set(text))
-    ids = np.array([alphabet.index(c) for c in text], np.int32)
-    data = {"train": char_lm.windows(ids[:50_000], 50),
-            "validation": char_lm.windows(ids[50_000:55_000], 50)}  # fmt: skip
-    config = {"hidden_size": 64, "window": 50, "epochs": 3, "learning_rate": 1e-2}
-    model, _, params, history = char_lm.train_model(data, len(alphabet), config, seed=0)
-    x_test, y_test = char_lm.windows(ids[55_000:], 50)
-    logits = model.apply(params, x_test)
-    bits = float(train.softmax_cross_entropy(logits, y_test)) / np.log(2)
-    unigram = char_lm.ngram_bits(ids[:50_000], ids[55_000:], len(alphabet))["unigram"]
+    """An untrained model scores about log2(vocabulary) (~6.5 bits); a short run must pass the
+    add-one unigram model's bits per character on held-out text read as one stream."""
+    parts = char_lm.split_docstrings(char_lm.docstrings(60_000))
+    alphabet = sorted(set("".join(parts)))
+    train_ids, validation_ids, test_ids = (
+        np.array([alphabet.index(c) for c in part], np.int32) for part in parts
+    )
+    data = {"train": char_lm.windows(train_ids, 50),
+            "validation": (validation_ids[None, :-1], validation_ids[None, 1:])}  # fmt: skip
+    config = {"hidden_size": 64, "window": 50, "epochs": 3}
+    model, cell, params, history = char_lm.train_model(data, len(alphabet), config, seed=0)
+    bits = char_lm.stream_bits(params, cell, test_ids)
+    unigram = char_lm.ngram_bits(train_ids, test_ids, len(alphabet))["unigram"]
     assert bits < unigram < np.log2(len(alphabet))
 
 
