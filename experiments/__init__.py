@@ -10,13 +10,18 @@ paper-scale version. Shared command-line and output helpers live in ``experiment
 
 Experiments on vanishing and exploding gradients:
 
-* ``gradient_decay``: ``||d s_T / d s_k||`` against the lag for RNN (spectral radius sweep), LSTM
-  and GRU, with fitted per-step decay rates and Pascanu et al.'s bound.
-* ``jacobian_heatmap``: ``||d s_t / d s_k||`` for every pair ``k <= t``.
+* ``gradient_decay``: ``||d s_T / d s_k||`` against the lag for RNN (spectral radius sweep), LSTM,
+  GRU, LRU and RG-LRU, with fitted per-step decay rates against the analytic ones (Pascanu et
+  al.'s bound, the LRU's ``log max|lambda|``, the RG-LRU's gate products).
+* ``jacobian_heatmap``: ``||d s_t / d s_k||`` for every pair ``k <= t``, the LRU family included.
 * ``bptt_contributions``: the per-step terms of ``dJ_T / dW_hh`` and which steps the gradient hears.
 * ``exploding_and_clipping``: Pascanu et al.'s one-unit cliff and gradient-norm clipping.
-* ``long_dependencies``: the adding and copy-memory tasks for RNN, LSTM and GRU.
+* ``long_dependencies``: the adding and copy-memory tasks for RNN, LSTM, GRU, min-GRU, LRU and
+  RG-LRU.
 * ``architecture_tradeoffs``: parameters, time per step and BPTT memory against self-attention.
+
+Parallel in time: ``parallel_in_time`` (DEER and the minimal RNNs' associative scan against the
+sequential scan) and ``elk_gain_sweep`` (DEER against ELK on a tanh RNN's gain sweep).
 """
 
 import os

@@ -40,8 +40,66 @@ def test_gradient_decay_rates(tmp_path):
     assert results["lstm_fb1"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
     assert results["lstm_fb1"]["rate_per_step"] > results["lstm_fb0"]["rate_per_step"]
     assert results["lstm_fb1"]["state"] == "(h, c)"
+    for name in ("lru_r0.9-0.999", "lru_r0.5-0.9"):  # measured against log max|lambda|
+        lru = results[name]
+        assert lru["state"] == "(Re h, Im h)" and lru["norms_by_lag"].shape == (2, 21)
+        assert lru["rate_per_step"] == pytest.approx(lru["analytic_rate"], abs=1e-9)
+    # The faster ring decays faster; the LRU family keeps more than an RNN at rho 1.
+    assert results["lru_r0.5-0.9"]["rate_per_step"] < results["lru_r0.9-0.999"]["rate_per_step"]
+    assert results["rg_lru"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
+    assert results["rg_lru"]["rate_per_step"] <= results["rg_lru"]["analytic_rate"] + 1e-9
     data = _written(tmp_path, "gradient_decay.png")
     assert data["results"]["gru"]["rate_per_step"] == pytest.approx(results["gru"]["rate_per_step"])
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| lru_r0.5-0.9 | (Re h, Im h) |" in summary and "log max a_t (bound)" in summary
+
+
+def _only(monkeypatch, module, cell_names):
+    """Restrict ``module.configurations`` to the entries of the given cells (one compile each)."""
+    every = module.configurations
+    monkeypatch.setattr(
+        module,
+        "configurations",
+        lambda hidden_size: [e for e in every(hidden_size) if e["cell"].name in cell_names],
+    )
+
+
+def _rg_lru_decays(params, xs, c):
+    """NumPy reading of Griffin's gate: ``a_t = sigmoid(Lambda)^(c sigmoid(x_t W_a + b_a))``."""
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    hidden = params.a_logit.shape[-1]
+    k_r = np.asarray(xs, np.float64) @ params.w_x[:, :hidden] + params.b[:hidden]
+    gate = 1.0 / (1.0 + np.exp(-k_r))
+    return (1.0 / (1.0 + np.exp(-params.a_logit))) ** (c * gate)  # [T, H]
+
+
+def test_gradient_decay_lru_rate_is_log_max_modulus(monkeypatch):
+    """The measured rate of every seed is log max|lambda| = -min exp(nu_log) to 1e-10, while the
+    second-slowest mode is at least 1e-4 away: a Jacobian off by one mode would fail."""
+    _only(monkeypatch, gradient_decay, ("lru", "rg_lru"))
+    config = {"hidden_size": 12, "input_size": 3, "num_steps": 25, "num_seeds": 3, "seed": 1}
+    results = gradient_decay.measure(config)
+    lags = np.arange(26)
+    for entry in gradient_decay.configurations(12):
+        with jax.enable_x64(True):
+            params, xs = gradient_decay.draw(config, entry)
+        r = results[entry["name"]]
+        if entry["cell"].name == "lru":
+            log_modulus = np.sort(-np.exp(np.asarray(params.nu_log, np.float64)), axis=-1)
+            slowest, runner_up = log_modulus[:, -1], log_modulus[:, -2]
+            assert np.all(slowest - runner_up > 1e-4)
+            np.testing.assert_allclose(r["rate_seeds"], slowest, rtol=0, atol=1e-10)
+            exact = np.exp(slowest[:, None] * lags[None])
+            np.testing.assert_allclose(r["norms_by_lag"], exact, rtol=1e-12)
+        else:  # RG-LRU: the norms are products of the gates' a_t along each trajectory
+            c = entry["cell"].config["c"]
+            for seed in range(3):
+                one = jax.tree.map(lambda a, s=seed: a[s], params)
+                log_a = np.log(_rg_lru_decays(one, xs[seed], c))
+                by_lag = np.concatenate([[0.0], np.cumsum(log_a[::-1], 0).max(-1)])
+                np.testing.assert_allclose(r["norms_by_lag"][seed], np.exp(by_lag), rtol=1e-12)
+                assert r["analytic_rate_seeds"][seed] == pytest.approx(log_a.max(), abs=1e-12)
+            assert np.all(r["rate_seeds"] <= r["analytic_rate_seeds"] + 1e-12)  # the bound
 
 
 def test_jacobian_heatmap_structure(tmp_path):
@@ -55,7 +113,32 @@ def test_jacobian_heatmap_structure(tmp_path):
     by_lag = results["rnn_rho1.0"]["mean_norm_by_lag"]
     assert by_lag[-1] < 0.5 * by_lag[1] and results["rnn_rho1.0"]["rate_per_step"] < 0
     assert results["rnn_rho1.5"]["rate_per_step"] > results["rnn_rho1.0"]["rate_per_step"]
+    lru = results["lru"]  # float32: every pair equals max|lambda|^(t - k)
+    assert lru["max_relative_error_vs_analytic"] < 1e-5
+    assert lru["rate_per_step"] == pytest.approx(lru["analytic_rate"], abs=1e-5)
+    assert results["rg_lru"]["max_relative_error_vs_analytic"] < 1e-5
+    assert lru["rate_per_step"] > results["gru"]["rate_per_step"]
     _written(tmp_path, "jacobian_heatmap.png")
+
+
+def test_jacobian_heatmap_lru_closed_forms(monkeypatch):
+    """Independent NumPy closed forms: max|lambda|^(t - k) and the RG-LRU's gate products."""
+    _only(monkeypatch, jacobian_heatmap, ("lru", "rg_lru"))
+    config = {"hidden_size": 6, "input_size": 3, "num_steps": 15, "seed": 2}
+    results = jacobian_heatmap.measure(config)
+    key_params = jax.random.split(jax.random.key(2))[0]
+    xs = np.random.default_rng(2).standard_normal((15, 3)).astype(np.float32)
+    t, k = np.tril_indices(16)
+    for entry in jacobian_heatmap.configurations(6):
+        params = entry["cell"].init(key_params, 3)
+        norms = results[entry["name"]]["norms"][t, k]
+        if entry["cell"].name == "lru":
+            modulus = np.exp(-np.exp(np.asarray(params.nu_log, np.float64))).max()
+            np.testing.assert_allclose(norms, modulus ** (t - k), rtol=1e-5)
+        else:
+            log_a = np.log(_rg_lru_decays(params, xs, entry["cell"].config["c"]))
+            sums = np.concatenate([np.zeros((1, 6)), np.cumsum(log_a, 0)])
+            np.testing.assert_allclose(norms, np.exp((sums[t] - sums[k]).max(-1)), rtol=1e-5)
 
 
 def test_bptt_contributions_sum_to_grad(tmp_path):
