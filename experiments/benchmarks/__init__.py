@@ -11,4 +11,8 @@
   ``python -m experiments.benchmarks.unroll``.
 * ``profile``: where one forward+backward spends its time, rnnjax's XLA ops beside PyTorch's,
   ``python -m experiments.benchmarks.profile``.
+* ``parallel_regimes``: where each parallel-in-time method wins, DEER/ELK (and quasi forms) on a
+  tanh RNN at a contracting gain and near the edge of chaos, LRU/RG-LRU by ``scan`` and by
+  ``parallel_linear_scan`` against LSTM/GRU, ``python -m experiments.benchmarks.parallel_regimes``
+  (markdown in ``_regimes_report``).
 """
