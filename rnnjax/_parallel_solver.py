@@ -12,10 +12,18 @@ method linearises ``f`` around the current iterate, ``s_t = J_t s_{t-1} + c_t``:
   (``/ DAMPING_DOWN``, towards DEER's step), any other is rejected and ``lambda`` grows
   (``* DAMPING_UP``). Every step, accepted or not, counts as an iteration.
 
+Every step is solved for the update ``delta_t = s_t' - s_t`` from the residuals
+``r_t = f(s_{t-1}) - s_t`` (``delta_t = J_t delta_{t-1} + r_t`` for Newton), and the *settled
+prefix* is never moved again: the steps ``1..k`` whose residuals, and every earlier one's, are at
+rounding level (``min(tol, FREEZE_EPS * eps)``) get ``r_t = 0`` and ``delta_t = 0`` exactly. Step
+``k + 1`` then takes ``f(s_k)`` to the last bit, so the settled prefix grows by at least one step
+per Newton iteration *in floating point* and DEER ends within ``T`` iterations even on chaotic
+cells, where the products ``J_t ... J_k`` grow like ``exp(lambda (t - k))`` and would otherwise
+amplify the prefix's rounding residuals into every later step for ever.
+
 DEER's own guard against overflow: where a Newton iterate leaves the finite range (or exceeds
 ``GUARD`` times the largest image ``|f(s_{t-1})|``), that step takes the Picard value
-``f(s_{t-1})`` instead. Both updates keep an exact prefix exact, so the iteration still ends
-within ``T`` iterations in exact arithmetic, and it no longer stops on an infinite residual.
+``f(s_{t-1})`` instead, so it no longer stops on an infinite residual.
 
 Gradients use the implicit function theorem whatever the forward method: the adjoint
 ``lambda_t = g_t + J_{t+1}^T lambda_{t+1}`` is one dense reverse scan (``deer``, ``elk``) or
@@ -36,6 +44,7 @@ DAMPING_DOWN = 3.0
 DAMPING_UP = 10.0
 DAMPING_MAX = 1e20
 GUARD = 1e4
+FREEZE_EPS = 16  # a settled step's relative residual, in machine epsilons (one add rounds twice)
 
 
 class ParallelScanInfo(NamedTuple):
@@ -85,6 +94,13 @@ def _residual(states: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(jnp.isnan(error), jnp.inf, error))
 
 
+def _settled(states: jax.Array, images: jax.Array, threshold) -> jax.Array:
+    """``[T]`` bool: step ``t`` and every step before it have residual ``<= threshold``."""
+    error = jnp.abs(states - images) / (1 + jnp.abs(images))
+    ok = jnp.all(error <= threshold, axis=-1).astype(jnp.int32)
+    return lax.cummin(ok) > 0
+
+
 def _merit(states: jax.Array, images: jax.Array) -> jax.Array:
     merit = jnp.sum((states - images) ** 2)
     return jnp.where(jnp.isfinite(merit), merit, jnp.inf)
@@ -124,11 +140,12 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         return lax.map(column, jnp.arange(size), batch_size=min(size, 8)).T
 
     def linearise(params, inputs, s0, states, image):
-        prev = shift(states, s0)
-        jac = jacobians(params, s0, prev, inputs)
-        linear = jac * prev if diagonal else jnp.einsum("tij,tj->ti", jac, prev)
-        # s_1 = f(s_0) exactly: the first offset absorbs J_1 s_0.
-        return jac, (image - linear).at[0].set(image[0])
+        """``J_t``, the residuals ``r_t`` (zero on the settled prefix) and that prefix."""
+        jac = jacobians(params, s0, shift(states, s0), inputs)
+        threshold = jnp.minimum(tol, FREEZE_EPS * jnp.finfo(states.dtype).eps)
+        settled = _settled(states, image, threshold)
+        # delta_0 = 0 (s_0 is fixed), so J_1 never acts: the scans start from zero.
+        return jac, jnp.where(settled[:, None], 0, image - states), settled
 
     def cond(carry):
         iteration, _, _, residual, _, damping = carry
@@ -136,8 +153,12 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         going = (iteration < max_iter) & (residual > tol) & jnp.isfinite(residual)
         return going & (damping < DAMPING_MAX)
 
-    def guarded_newton(params, inputs, s0, jac, offset, image):
-        candidate = linear_scan(jac, offset)
+    def moved(states, delta, settled):
+        # where(), not a product: an overflowing J-product times a zero residual is NaN.
+        return jnp.where(settled[:, None], states, states + delta)
+
+    def guarded_newton(params, inputs, s0, jac, residual, settled, states, image):
+        candidate = moved(states, linear_scan(jac, residual), settled)
         # The guard: an overflowing step takes the Picard value f(s_{t-1}) instead.
         bound = GUARD * (1 + jnp.max(jnp.abs(image)))
         sane = jnp.all(jnp.abs(candidate) <= bound, axis=-1, keepdims=True)
@@ -147,8 +168,10 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
     def newton_body(params, inputs, s0):
         def body(carry):
             iteration, states, image, _, merit, damping = carry
-            jac, offset = linearise(params, inputs, s0, states, image)
-            states, image = guarded_newton(params, inputs, s0, jac, offset, image)
+            jac, residual, settled = linearise(params, inputs, s0, states, image)
+            states, image = guarded_newton(
+                params, inputs, s0, jac, residual, settled, states, image
+            )
             return iteration + 1, states, image, _residual(states, image), merit, damping
 
         return body
@@ -156,8 +179,10 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
     def levenberg_marquardt_body(params, inputs, s0):
         def body(carry):
             iteration, states, image, residual, merit, damping = carry
-            jac, offset = linearise(params, inputs, s0, states, image)
-            candidate = damped_solve(jac, offset, states, damping)
+            jac, residual, settled = linearise(params, inputs, s0, states, image)
+            # The damped step for the update: min sum |d_t - J_t d_{t-1} - r_t|^2 + lambda |d_t|^2.
+            step = damped_solve(jac, residual, jnp.zeros_like(states), damping)
+            candidate = moved(states, step, settled)
             candidate_image = images(params, candidate, inputs, s0)
             candidate_merit = _merit(candidate, candidate_image)
             accept = candidate_merit < merit
@@ -167,7 +192,7 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
             states, image = lax.cond(
                 accept,
                 lambda: (candidate, candidate_image),
-                lambda: guarded_newton(params, inputs, s0, jac, offset, image),
+                lambda: guarded_newton(params, inputs, s0, jac, residual, settled, states, image),
             )
             merit = _merit(states, image)
             damping = jnp.where(accept, damping / DAMPING_DOWN, damping * DAMPING_UP)

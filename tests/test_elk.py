@@ -135,6 +135,32 @@ def test_chaotic_cell_converges_within_the_sensitivity_bound(dtype, request):
 
 
 @pytest.mark.parametrize(
+    ("method", "max_iter"),
+    [("deer", 1000), ("quasi_deer", 1000), pytest.param("elk", 3000, marks=pytest.mark.slow)],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chaotic_cell_settles_within_t_newton_iterations(method, max_iter, seed, x64):
+    """Each Newton iteration makes at least one more step exact, in floating point too.
+
+    At g = 2.5, T = 1000 the Jacobian products grow past ``1 / eps``: without the settled prefix
+    the rounding residuals of the already-exact steps were amplified into every later step and
+    DEER did not converge within ``T`` iterations (seed 2). The returned trajectory's residual is
+    recomputed here from ``cell.step``.
+    """
+    steps = 1000
+    cell, params = _tanh_rnn(2.5, hidden=8, seed=seed, dtype=jnp.float64)
+    xs = 0.1 * _xs(steps, jnp.float64, seed=seed + 1)
+    run = _jit(functools.partial(parallel_scan, cell, method=method, max_iter=max_iter))
+    _, ys, info = run(params, xs)
+    assert bool(info.converged) and not bool(info.fell_back), info
+    assert int(info.iterations) <= max_iter
+    previous = jnp.concatenate([jnp.zeros((1, 8), ys.dtype), ys[:-1]])
+    images = jax.vmap(lambda h, x: cell.step(params, rnnjax.RNNState(h), x)[1])(previous, xs)
+    residual = jnp.max(jnp.abs(ys - images) / (1 + jnp.abs(images)))
+    assert float(residual) <= 1e-10, float(residual)
+
+
+@pytest.mark.parametrize(
     "method", ["deer", "quasi_deer", pytest.param("elk", marks=pytest.mark.slow)]
 )
 def test_stopping_rule_is_pinned(method, x64):
