@@ -17,7 +17,7 @@ from rnnjax import _checks, _mask
 from rnnjax._cells import Cell, RNNState
 from rnnjax._lru import LRUState, _lru_readout, lru_lambda
 from rnnjax._rg_lru import rg_lru_coefficients
-from rnnjax._scan import _check_cell, _check_initial_state
+from rnnjax._scan import _check_cell, _check_initial_state, check_closed_form
 
 _LINEAR_CELLS = ("lru", "rg_lru")
 
@@ -107,6 +107,7 @@ def parallel_linear_scan(
             f"{cell.name!r} cell. Use rnnjax.parallel_minimal_scan for min_gru/min_lstm and "
             f"rnnjax.parallel_scan for nonlinear cells."
         )
+    check_closed_form(cell, "parallel_linear_scan")
     solve, state_type = _SOLVERS[cell.name]
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")

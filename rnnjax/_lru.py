@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax._cells import Cell
+from rnnjax._cells import Cell, Config, Kernels
 
 
 class LRUParams(NamedTuple):
@@ -215,4 +215,9 @@ def lru(
     config = {
         "r_min": r_min, "r_max": r_max, "max_phase": max_phase, "param_dtype": param_dtype,
     }  # fmt: skip
-    return Cell(init, initial_state, step, project_inputs, recur, hidden_size, 2, "lru", config)
+    config = Config(config)
+    # A record of its own functions (no fast-path kind): a replaced ``step`` is then honoured.
+    kernels = Kernels("lru", config, step, project_inputs, recur)
+    return Cell(
+        init, initial_state, step, project_inputs, recur, hidden_size, 2, "lru", config, kernels
+    )

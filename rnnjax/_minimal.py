@@ -14,8 +14,17 @@ from jax import lax
 
 from rnnjax import _checks, _mask
 from rnnjax import _initializers as inits
-from rnnjax._cells import Cell, Config, Partial, RNNState, _project, _split, batch_shape_of
-from rnnjax._scan import _check_cell, _check_initial_state
+from rnnjax._cells import (
+    Cell,
+    Config,
+    Kernels,
+    Partial,
+    RNNState,
+    _project,
+    _split,
+    batch_shape_of,
+)
+from rnnjax._scan import _check_cell, _check_initial_state, check_closed_form
 
 MIN_GRU_GATES = ("z", "h")
 """Gate order along the fused min-GRU axis: update gate, candidate."""
@@ -141,9 +150,12 @@ def _minimal_cell(name, hidden_size, gates, params_type, kernel_init, dtype, par
         Partial(f, (spec,)) for f in (_init, _initial_state, _step, _project_inputs, _recur)
     )
     config = Config({"dtype": dtype, "param_dtype": param_dtype, "gates": tuple(gates)})
+    # A record of its own functions (no fast-path kind): a replaced ``step`` is then honoured.
+    kernels = Kernels(name, config, step, project_inputs, recur)
     return Cell(
-        init, initial_state, step, project_inputs, recur, hidden_size, len(gates), name, config
-    )
+        init, initial_state, step, project_inputs, recur, hidden_size, len(gates), name, config,
+        kernels,
+    )  # fmt: skip
 
 
 def min_gru(
@@ -280,6 +292,7 @@ def parallel_minimal_scan(
             f"cell must be rnnjax.min_gru or rnnjax.min_lstm (gates independent of h); got a "
             f"{cell.name!r} cell. Use rnnjax.parallel_scan for nonlinear cells."
         )
+    check_closed_form(cell, "parallel_minimal_scan")
     xs = _checks.floating_array(xs, "xs")
     _checks.rank(xs, 2, "xs", "(T, input_size) for one sequence; batch with jax.vmap")
     num_steps = xs.shape[0]

@@ -20,6 +20,7 @@ from rnnjax import _initializers as inits
 from rnnjax._cells import (
     LSTM_GATES,
     Cell,
+    Kernels,
     LSTMState,
     Partial,
     RNNState,
@@ -120,7 +121,9 @@ def _normalized_cell(name, hidden_size, num_gates, params_type, state_type, make
         _normalized_project, (base.project_inputs, label, params_type, extra, groups, epsilon)
     )
     step = Partial(_normalized_step, (base.recur, project_inputs))
-    return base._replace(project_inputs=project_inputs, step=step)
+    # A record of its own functions (no fast-path kind): a replaced ``step`` is then honoured.
+    kernels = Kernels(name, base.config, step, project_inputs, base.recur)
+    return base._replace(project_inputs=project_inputs, step=step, kernels=kernels)
 
 
 def _lstm_params(hidden_size, forget_bias, kernel_init, recurrent_init, param_dtype, key, inputs):

@@ -15,11 +15,13 @@ method linearises ``f`` around the current iterate, ``s_t = J_t s_{t-1} + c_t``:
 Every step is solved for the update ``delta_t = s_t' - s_t`` from the residuals
 ``r_t = f(s_{t-1}) - s_t`` (``delta_t = J_t delta_{t-1} + r_t`` for Newton), and the *settled
 prefix* is never moved again: the steps ``1..k`` whose residuals, and every earlier one's, are at
-rounding level (``min(tol, FREEZE_EPS * eps)``) get ``r_t = 0`` and ``delta_t = 0`` exactly. Step
-``k + 1`` then takes ``f(s_k)`` to the last bit, so the settled prefix grows by at least one step
-per Newton iteration *in floating point* and DEER ends within ``T`` iterations even on chaotic
-cells, where the products ``J_t ... J_k`` grow like ``exp(lambda (t - k))`` and would otherwise
-amplify the prefix's rounding residuals into every later step for ever.
+rounding level (``min(tol, FREEZE_EPS * eps)``) get ``r_t = 0`` and ``delta_t = 0`` exactly, and
+``J_{k+1}`` is cut (``s_k`` is fixed). A Newton step then gives step ``k + 1`` the value
+``f(s_k)`` to rounding, so the settled prefix grows by at least one step per Newton iteration *in
+floating point*: DEER and quasi-DEER end within about ``T`` iterations even on chaotic cells,
+where the products ``J_t ... J_k`` grow like ``exp(lambda (t - k))`` and would otherwise amplify
+the prefix's rounding residuals into every later step for ever. ELK's accepted damped steps need
+not grow the prefix (its rejected ones take the guarded Newton step), so it has no such bound.
 
 DEER's own guard against overflow: where a Newton iterate leaves the finite range (or exceeds
 ``GUARD`` times the largest image ``|f(s_{t-1})|``), that step takes the Picard value
@@ -140,11 +142,16 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         return lax.map(column, jnp.arange(size), batch_size=min(size, 8)).T
 
     def linearise(params, inputs, s0, states, image):
-        """``J_t``, the residuals ``r_t`` (zero on the settled prefix) and that prefix."""
+        """``J_t`` (cut where ``s_{t-1}`` is fixed), residuals ``r_t`` (zero on the settled
+        prefix) and that prefix."""
         jac = jacobians(params, s0, shift(states, s0), inputs)
         threshold = jnp.minimum(tol, FREEZE_EPS * jnp.finfo(states.dtype).eps)
         settled = _settled(states, image, threshold)
-        # delta_0 = 0 (s_0 is fixed), so J_1 never acts: the scans start from zero.
+        # d_{t-1} = 0 where s_{t-1} is fixed (s_0, the settled prefix): J_t acts on nothing there.
+        # Cutting it makes the damped step the minimiser *with* the prefix held (the smoother
+        # cannot trade prefix moves for later residuals) and keeps inf * 0 out of the scans.
+        fixed = shift(settled, jnp.ones((), bool))
+        jac = jnp.where(fixed.reshape((-1,) + (1,) * (jac.ndim - 1)), 0, jac)
         return jac, jnp.where(settled[:, None], 0, image - states), settled
 
     def cond(carry):
@@ -157,8 +164,8 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
         # where(), not a product: an overflowing J-product times a zero residual is NaN.
         return jnp.where(settled[:, None], states, states + delta)
 
-    def guarded_newton(params, inputs, s0, jac, residual, settled, states, image):
-        candidate = moved(states, linear_scan(jac, residual), settled)
+    def guarded_newton(params, inputs, s0, jac, residuals, settled, states, image):
+        candidate = moved(states, linear_scan(jac, residuals), settled)
         # The guard: an overflowing step takes the Picard value f(s_{t-1}) instead.
         bound = GUARD * (1 + jnp.max(jnp.abs(image)))
         sane = jnp.all(jnp.abs(candidate) <= bound, axis=-1, keepdims=True)
@@ -168,9 +175,9 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
     def newton_body(params, inputs, s0):
         def body(carry):
             iteration, states, image, _, merit, damping = carry
-            jac, residual, settled = linearise(params, inputs, s0, states, image)
+            jac, residuals, settled = linearise(params, inputs, s0, states, image)
             states, image = guarded_newton(
-                params, inputs, s0, jac, residual, settled, states, image
+                params, inputs, s0, jac, residuals, settled, states, image
             )
             return iteration + 1, states, image, _residual(states, image), merit, damping
 
@@ -179,9 +186,9 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
     def levenberg_marquardt_body(params, inputs, s0):
         def body(carry):
             iteration, states, image, residual, merit, damping = carry
-            jac, residual, settled = linearise(params, inputs, s0, states, image)
+            jac, residuals, settled = linearise(params, inputs, s0, states, image)
             # The damped step for the update: min sum |d_t - J_t d_{t-1} - r_t|^2 + lambda |d_t|^2.
-            step = damped_solve(jac, residual, jnp.zeros_like(states), damping)
+            step = damped_solve(jac, residuals, jnp.zeros_like(states), damping)
             candidate = moved(states, step, settled)
             candidate_image = images(params, candidate, inputs, s0)
             candidate_merit = _merit(candidate, candidate_image)
@@ -192,7 +199,7 @@ def make_solver(f, method: str, max_iter: int, tol: float, fallback: bool):
             states, image = lax.cond(
                 accept,
                 lambda: (candidate, candidate_image),
-                lambda: guarded_newton(params, inputs, s0, jac, residual, settled, states, image),
+                lambda: guarded_newton(params, inputs, s0, jac, residuals, settled, states, image),
             )
             merit = _merit(states, image)
             damping = jnp.where(accept, damping / DAMPING_DOWN, damping * DAMPING_UP)

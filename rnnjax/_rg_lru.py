@@ -2,8 +2,9 @@ r"""The Real-Gated Linear Recurrent Unit, ``rg_lru`` (De et al. 2024, Griffin).
 
 A real diagonal recurrence whose per-step decay ``a_t = a^(c r_t)`` is chosen by a gate that reads
 only ``x_t``, so ``h_t = a_t h_{t-1} + b_t`` is linear in ``h`` with coefficients known before the
-recurrence starts: ``rnnjax.scan`` runs it step by step, :func:`rnnjax.parallel_linear_scan`
-with one associative scan.
+recurrence starts. The cell's ``project_inputs`` computes them (all the gate math), so
+``rnnjax.scan`` evaluates it for every step at once and its loop does only ``a_t h + b_t``;
+:func:`rnnjax.parallel_linear_scan` runs the same recurrence with one associative scan.
 """
 
 from typing import NamedTuple
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 
 from rnnjax import _checks
 from rnnjax import _initializers as inits
-from rnnjax._cells import Cell, RNNState, _project, _split
+from rnnjax._cells import Cell, Config, Kernels, RNNState, _project, _split
 
 RG_LRU_GATES = ("r", "i", "u")
 """Gate order along the fused RG-LRU axis: recurrence gate, input gate, recurrence input."""
@@ -32,12 +33,24 @@ class RGLRUParams(NamedTuple):
 
 
 def rg_lru_coefficients(params: RGLRUParams, projected: jax.Array, c: float = RG_LRU_C):
-    """``(a_t, b_t)`` of ``h_t = a_t h_{t-1} + b_t`` from the projected gates ``[..., 3H]``.
+    """``(a_t, b_t)``, each ``[..., H]``, of ``h_t = a_t h_{t-1} + b_t``: the RG-LRU's gate math.
 
-    ``log a_t = -c softplus(-a_logit) r_t`` (that is ``a^(c r_t)`` with ``a = sigmoid(a_logit)``,
-    computed in log space), ``b_t = sqrt(1 - a_t^2) i_t u_t`` with ``1 - a_t^2`` as
-    ``-expm1(2 log a_t)`` (no cancellation when ``a_t`` is near 1).
+    ``projected`` is either the gate pre-activations ``x_t W_x + b`` ``[..., 3H]`` (gates r, i,
+    u), from which ``log a_t = -c softplus(-a_logit) r_t`` (that is ``a^(c r_t)`` with
+    ``a = sigmoid(a_logit)``, computed in log space) and ``b_t = sqrt(1 - a_t^2) i_t u_t`` (with
+    ``1 - a_t^2`` as ``-expm1(2 log a_t)``: no cancellation when ``a_t`` is near 1); or the
+    cell's ``project_inputs`` output ``[..., 2H]``, ``[a_t, b_t]`` already computed, which is
+    split. ``H`` is ``a_logit``'s size, so the two widths never coincide.
     """
+    hidden = params.a_logit.shape[-1]
+    if projected.shape[-1] == 2 * hidden:
+        a, b = _split(projected, 2)
+        return a, b
+    if projected.shape[-1] != 3 * hidden:
+        raise ValueError(
+            f"projected must have shape (..., {3 * hidden}) (x W_x + b) or (..., {2 * hidden}) "
+            f"(the cell's project_inputs) for a_logit ({hidden},); got {tuple(projected.shape)}."
+        )
     k_r, k_i, u = _split(projected, 3)
     rate = jax.nn.softplus(-params.a_logit).reshape((1,) * (projected.ndim - 1) + (-1,))
     log_a = -c * rate * jax.nn.sigmoid(k_r)
@@ -81,7 +94,10 @@ def rg_lru(
       param_dtype: dtype of the initialised parameters.
 
     Returns:
-      A :class:`Cell` with params :class:`RGLRUParams` and state ``RNNState(h)``.
+      A :class:`Cell` with params :class:`RGLRUParams` and state ``RNNState(h)``. Its
+      ``project_inputs`` returns the coefficients ``[a_t, b_t]`` ``[..., 2H]``
+      (:func:`rg_lru_coefficients`, every gate), so ``rnnjax.scan`` computes them for all steps
+      at once and ``recur`` is only ``a_t h_{t-1} + b_t``.
 
     Raises:
       ValueError: ``hidden_size`` is not a positive int, or ``c``, ``min_rad``, ``max_rad`` are
@@ -134,17 +150,24 @@ def rg_lru(
         return RNNState(jnp.zeros((*batch_shape, hidden_size), dtype))
 
     def project_inputs(params: RGLRUParams, x: jax.Array) -> jax.Array:
+        """``[a_t, b_t]`` ``[..., 2H]`` from ``x [..., D]``: every gate, outside the loop."""
         check_params(params)
-        return _project(params, x, dtype)
+        return jnp.concatenate(rg_lru_coefficients(params, _project(params, x, dtype), c), -1)
 
     def recur(params: RGLRUParams, state: RNNState, projected: jax.Array):
+        """``h_t = a_t h_{t-1} + b_t`` with ``[a_t, b_t] = projected [..., 2H]``."""
         check_params(params)
         if not isinstance(state, RNNState):
             raise TypeError(f"state must be RNNState; got {type(state).__name__}.")
+        if projected.ndim < 1 or projected.shape[-1] != 2 * hidden_size:
+            raise ValueError(
+                f"projected must be [a_t, b_t] of shape (..., {2 * hidden_size}) (this cell's "
+                f"project_inputs); got {tuple(projected.shape)}."
+            )
         expected = (*projected.shape[:-1], hidden_size)
         if tuple(jnp.shape(state.h)) != expected:
             raise ValueError(f"state.h must have shape {expected}; got {jnp.shape(state.h)}.")
-        a, b = rg_lru_coefficients(params, projected, c)
+        a, b = _split(projected, 2)
         h = (a * state.h + b).astype(state.h.dtype)
         return RNNState(h), h
 
@@ -155,4 +178,9 @@ def rg_lru(
         "c": c, "min_rad": min_rad, "max_rad": max_rad, "dtype": dtype,
         "param_dtype": param_dtype, "gates": RG_LRU_GATES,
     }  # fmt: skip
-    return Cell(init, initial_state, step, project_inputs, recur, hidden_size, 3, "rg_lru", config)
+    # A record of the three functions as built (no fast-path kind): ``rnnjax.scan`` then runs a
+    # cell whose ``step`` alone was replaced by that ``step`` (the ``rnnjax.Cell`` contract).
+    kernels = Kernels("rg_lru", Config(config), step, project_inputs, recur)
+    return Cell(
+        init, initial_state, step, project_inputs, recur, hidden_size, 3, "rg_lru", config, kernels
+    )

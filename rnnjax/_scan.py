@@ -57,6 +57,17 @@ def runs_own_step(cell: Cell) -> bool:
     )
 
 
+def check_closed_form(cell: Cell, function: str) -> None:
+    """Refuse a cell whose ``step`` or ``recur`` is not its built-in one: ``function`` solves the
+    built-in recurrence in closed form and would silently ignore the replacement."""
+    kernels = cell.kernels
+    if kernels is None or (cell.step, cell.recur) != (kernels.step, kernels.recur):
+        raise ValueError(
+            f"{function} solves the built-in {cell.name!r} recurrence in closed form, but this "
+            f"cell's step or recur was replaced; run it with rnnjax.scan, which honours them."
+        )
+
+
 def _planner(cell: Cell, kernels, unroll) -> "_fast.Planner":
     return _fast.Planner(
         kernels.kind, cell.hidden_size, jax.default_backend(), _fast.cores(), unroll

@@ -153,3 +153,47 @@ def test_user_cells_take_the_generic_path():
     params = cell.init(jax.random.key(0), 2)
     xs = jnp.ones((4, 2))
     assert_close(rnnjax.scan(mine, params, xs)[1], rnnjax.scan(cell, params, xs)[1])
+
+
+OTHER_CELLS = {
+    "lru": rnnjax.lru,
+    "rg_lru": rnnjax.rg_lru,
+    "min_gru": rnnjax.min_gru,
+    "min_lstm": rnnjax.min_lstm,
+    "layer_norm_gru": rnnjax.layer_norm_gru,
+    "layer_norm_lstm": rnnjax.layer_norm_lstm,
+}
+
+
+@pytest.mark.parametrize("replaced", ["project_inputs", "recur", "step"])
+@pytest.mark.parametrize("name", OTHER_CELLS)
+def test_every_built_in_cell_honours_its_replaced_functions(x64, name, replaced):
+    """The cells outside the fast path too: a replaced ``step`` was once silently ignored."""
+    cell = OTHER_CELLS[name](3)
+    key = jax.random.key(0)
+    params = cell.init(key, 2)
+    xs = jax.random.normal(jax.random.fold_in(key, 1), (5, 2))
+    state = cell.initial_state((), xs.dtype)
+    changed = _surgeries(cell)[replaced]
+    expected = _loop(changed, replaced, params, xs, state)
+    unchanged = _loop(cell, "step", params, xs, state)
+    assert not jnp.allclose(expected[1], unchanged[1])  # the surgery changes the numbers
+    jax.tree_util.tree_map(assert_close, rnnjax.scan(changed, params, xs), expected)
+    expected_grad = jax.grad(lambda p: _loss(_loop(changed, replaced, p, xs, state)))(params)
+    grad = jax.grad(lambda p: _loss(rnnjax.scan(changed, p, xs)))(params)
+    jax.tree_util.tree_map(assert_close, grad, expected_grad)
+
+
+@pytest.mark.parametrize(
+    ("name", "solver"),
+    [("min_gru", rnnjax.parallel_minimal_scan), ("lru", rnnjax.parallel_linear_scan),
+     ("rg_lru", rnnjax.parallel_linear_scan)],
+)  # fmt: skip
+@pytest.mark.parametrize("replaced", ["recur", "step"])
+def test_closed_form_scans_refuse_a_replaced_recurrence(name, solver, replaced):
+    cell = OTHER_CELLS[name](3)
+    params = cell.init(jax.random.key(0), 2)
+    changed = _surgeries(cell)[replaced]
+    with pytest.raises(ValueError, match=r"closed form, but this cell's step or recur was"):
+        solver(changed, params, jnp.ones((4, 2)))
+    solver(cell, params, jnp.ones((4, 2)))  # the built-in cell still runs

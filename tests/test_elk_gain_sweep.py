@@ -3,6 +3,9 @@ both methods match ``scan`` on a contracting cell."""
 
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments import elk_gain_sweep
@@ -34,3 +37,12 @@ def test_contracting_cell_converges_to_scan(result):
         assert row[method]["converged"], method
         assert row[method]["iterations"] <= 8, (method, row[method]["iterations"])
         assert row[method]["error"] < 1e-10, (method, row[method]["error"])
+
+
+def test_both_precisions_solve_the_same_problem():
+    w32, u32 = elk_gain_sweep.problem(2.0, 0, 4, 8, jnp.float32)
+    with jax.enable_x64(True):
+        w64, u64 = elk_gain_sweep.problem(2.0, 0, 4, 8, jnp.float64)
+        assert w64.w.dtype == jnp.float64 and u64.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(w32.w, np.float64), np.asarray(w64.w))
+    np.testing.assert_array_equal(np.asarray(u32, np.float64), np.asarray(u64))
