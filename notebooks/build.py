@@ -53,9 +53,9 @@ def execute(path: Path, timeout: int = TIMEOUT_S) -> nbformat.NotebookNode:
     # The kernelspec runs `python` from PATH: make that this interpreter (the project's venv).
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     # `experiments` is run from the checkout, never installed: put its root on the kernel's path.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(NOTEBOOKS.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(NOTEBOOKS.parent) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(NOTEBOOKS.parent), *paths])
     client = NotebookClient(
         notebook,
         timeout=timeout,

@@ -136,7 +136,11 @@ def resets(resets, shape: tuple, name: str = "resets"):
 
 def prng_key(key, name: str = "key") -> None:
     """Raise a ``TypeError`` naming ``name`` unless ``key`` is a typed or raw ``uint32[2]`` key."""
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    typed = (
+        isinstance(key, jax.Array)
+        and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.shape == ()
+    )
     raw = isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,)
     if not (typed or raw):
         raise TypeError(

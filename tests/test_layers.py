@@ -220,6 +220,8 @@ class TestBadInput:
         params = model.init(KEY, (6, 2))
         with pytest.raises(TypeError, match=r"key must be a PRNG key .* got int"):
             model.apply(params, _batch(), key=0)
+        with pytest.raises(TypeError, match=r"key must be a PRNG key .* shape \(2,\)"):
+            model.apply(params, _batch(), key=jax.random.split(KEY))  # two keys, not one
 
     def test_serial_rejects_non_layers(self):
         with pytest.raises(TypeError, match=r"layers\[0\] must be an rnnjax Layer; got Cell"):
