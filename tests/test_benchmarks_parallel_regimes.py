@@ -10,6 +10,9 @@ import pytest
 
 from experiments.benchmarks import _regimes_report, parallel_regimes
 
+# Structure checks of a benchmark (about 40 s of compiles): the CI's slow step runs them.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):

@@ -144,8 +144,9 @@ def test_chaotic_cell_settles_within_t_newton_iterations(method, max_iter, seed,
 
     At g = 2.5, T = 1000 the Jacobian products grow past ``1 / eps``: without the settled prefix
     the rounding residuals of the already-exact steps were amplified into every later step and
-    DEER did not converge within ``T`` iterations (seed 2). The returned trajectory's residual is
-    recomputed here from ``cell.step``.
+    DEER did not converge within ``T`` iterations (seed 2). The returned outputs' residual is
+    recomputed here from ``cell.step``: ``ys_t = f(s_{t-1})`` is the image of the solver's state,
+    so its residual may exceed ``tol`` by the step's Lipschitz constant, ``1 + ||W_h||``.
     """
     steps = 1000
     cell, params = _tanh_rnn(2.5, hidden=8, seed=seed, dtype=jnp.float64)
@@ -156,7 +157,8 @@ def test_chaotic_cell_settles_within_t_newton_iterations(method, max_iter, seed,
     previous = jnp.concatenate([jnp.zeros((1, 8), ys.dtype), ys[:-1]])
     images = jax.vmap(lambda h, x: cell.step(params, rnnjax.RNNState(h), x)[1])(previous, xs)
     residual = jnp.max(jnp.abs(ys - images) / (1 + jnp.abs(images)))
-    assert float(residual) <= 1e-10, float(residual)
+    lipschitz = float(jnp.max(jnp.sum(jnp.abs(params.w_h), axis=0)))  # of h -> h @ w_h, inf-norm
+    assert float(residual) <= 1e-10 * (1 + lipschitz), (float(residual), lipschitz)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ def result(tmp_path_factory):
     return out, elk_gain_sweep.run(config, out)
 
 
+@pytest.mark.slow  # the quick run compiles both methods (about 30 s); the CI's slow step
 def test_writes_results_and_summary(result):
     out, data = result
     written = json.loads((out / "results.json").read_text())
@@ -29,6 +30,7 @@ def test_writes_results_and_summary(result):
     assert "## float64" in summary and "elk it." in summary
 
 
+@pytest.mark.slow
 def test_contracting_cell_converges_to_scan(result):
     _, data = result
     row = data["sweeps"]["float64"][0]
